@@ -1,0 +1,70 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find proto -name '*.proto' | sort)
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing dependencies"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@# Generated code lives in gen/ (committed); put it on the venv's import path.
+	echo "$(CURDIR)/gen" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/shop_gen.pth"
+	touch $(STAMP)
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv and install everything (idempotent)
+
+.PHONY: run
+run: venv ## Start the whole local mesh (embedded NATS + PostgreSQL + 3 services); Ctrl-C stops it
+	$(PY) -m services.localmesh
+
+.PHONY: test
+test: venv ## Run the whole test suite (unit, integration, e2e)
+	$(PY) -m pytest
+
+.PHONY: test-unit
+test-unit: venv ## Run only the unit tests (no servers)
+	$(PY) -m pytest tests/unit
+
+.PHONY: lint
+lint: venv generate-check ## ruff, mypy --strict, buf lint and buf format
+	$(BIN)/ruff check services tests scripts
+	$(BIN)/ruff format --check services tests scripts
+	$(BIN)/mypy
+	$(BIN)/buf lint
+	$(BIN)/buf format --exit-code -d
+
+.PHONY: fmt
+fmt: venv ## Format Python and proto sources
+	$(BIN)/ruff format services tests scripts
+	$(BIN)/ruff check --fix services tests scripts
+	$(BIN)/buf format -w
+
+.PHONY: generate
+generate: venv ## Regenerate gen/ from proto/ (messages, .pyi stubs, gRPC stubs)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --out gen
+
+.PHONY: generate-check
+generate-check: venv ## Fail if gen/ is stale with respect to proto/
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --check
+
+.PHONY: clean-data
+clean-data: ## Wipe the local mesh's data folder (.data/)
+	rm -rf .data
+	@echo "removed .data/"
+
+.PHONY: clean
+clean: ## Remove the venv and caches (keeps .data/)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,45 @@
+"""Async SQLAlchemy on asyncpg; each service owns one PostgreSQL schema."""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def create_engine(database_url: str, schema: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An engine whose connections resolve unqualified table names in `schema`."""
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # a PostgreSQL restart leaves dead pooled connections behind
+        pool_timeout=5,
+        connect_args={
+            "server_settings": {"search_path": schema, "application_name": f"shop-{schema}"},
+            "timeout": 5,
+            "command_timeout": 30,
+        },
+    )
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """True when the database is unreachable, as opposed to a bug or a constraint."""
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, sa_exc.TimeoutError):  # pool exhausted or connect timed out
+        return True
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(
+            cause,
+            OSError
+            | TimeoutError
+            | asyncpg.exceptions.ConnectionDoesNotExistError
+            | asyncpg.exceptions.CannotConnectNowError
+            | asyncpg.exceptions.AdminShutdownError
+            | asyncpg.exceptions.TooManyConnectionsError,
+        ):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False

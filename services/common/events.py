@@ -1,0 +1,92 @@
+"""Event contract helpers: subjects read from the proto option, CloudEvents headers.
+
+Subjects are part of the contract (`option (shop.common.v1.event_subject)` on each event
+message), so nothing here hard-codes one: the registry is derived from the descriptors.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from shop.common.v1 import event_options_pb2
+from shop.credit.v1 import events_pb2 as credit_events
+from shop.order.v1 import events_pb2 as order_events
+from shop.payment.v1 import events_pb2 as payment_events
+
+EVENT_MODULES: tuple[ModuleType, ...] = (order_events, credit_events, payment_events)
+
+# One stream per owning service; file storage, see jetstream.ensure_streams.
+STREAMS: dict[str, str] = {"ORDERS": "orders.>", "CREDITS": "credits.>", "PAYMENTS": "payments.>"}
+
+CONTENT_TYPE = "application/protobuf"
+
+E = TypeVar("E", bound=Message)
+
+
+def subject_of(descriptor: Any) -> str:  # upb and pure-Python descriptors alike
+    """The NATS subject declared on an event message ("" for non-events)."""
+    return str(descriptor.GetOptions().Extensions[event_options_pb2.event_subject])
+
+
+def _registry() -> dict[str, type[Message]]:
+    registry: dict[str, type[Message]] = {}
+    for module in EVENT_MODULES:
+        for name in module.DESCRIPTOR.message_types_by_name:
+            cls: type[Message] = getattr(module, name)
+            if subject_of(cls.DESCRIPTOR):
+                registry[cls.DESCRIPTOR.full_name] = cls
+    return registry
+
+
+EVENT_TYPES: dict[str, type[Message]] = _registry()
+SUBJECT_TYPES: dict[str, type[Message]] = {
+    subject_of(cls.DESCRIPTOR): cls for cls in EVENT_TYPES.values()
+}
+
+
+def new_event(cls: type[E], **fields: object) -> E:
+    """An event with a fresh UUID and the current time; the rest from `fields`."""
+    event = cls(event_id=str(uuid.uuid4()), **fields)
+    event.occurred_at.GetCurrentTime()  # type: ignore[attr-defined]
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What goes on the wire: subject, body and CloudEvents binary-mode headers."""
+
+    event_id: str
+    subject: str
+    event_type: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+def envelope(event: Message, source: str) -> Envelope:
+    descriptor = event.DESCRIPTOR
+    subject = subject_of(descriptor)
+    if not subject:
+        raise ValueError(f"{descriptor.full_name} declares no event_subject option")
+    event_id: str = event.event_id  # type: ignore[attr-defined]
+    uuid.UUID(event_id)  # every event carries a UUID id; fail loudly in the producer if not
+    occurred = (
+        event.occurred_at.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
+        if event.HasField("occurred_at")
+        else datetime.now(UTC)
+    )
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-type": descriptor.full_name,
+        "ce-source": source,
+        "ce-time": occurred.isoformat().replace("+00:00", "Z"),
+        "content-type": CONTENT_TYPE,
+        "Nats-Msg-Id": event_id,
+    }
+    return Envelope(event_id, subject, descriptor.full_name, event.SerializeToString(), headers)

@@ -1,0 +1,127 @@
+"""Idempotent event consumers: the inbox row and the effect commit together; ack after.
+
+A durable JetStream pull consumer delivers each event at least once; the inbox makes the
+effect happen exactly once, whatever the redeliveries and duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from nats.aio.msg import Msg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.events import EVENT_TYPES, SUBJECT_TYPES, subject_of
+from services.common.jetstream import Messaging, ensure_durable_consumer
+from services.common.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[UnitOfWork, Any], Awaitable[None]]
+
+_CLAIM = text(
+    "INSERT INTO inbox (consumer, event_id, subject) VALUES (:consumer, :event_id, :subject)"
+    " ON CONFLICT DO NOTHING RETURNING 1"
+)
+
+
+async def claim(conn: AsyncConnection, consumer: str, event_id: str, subject: str) -> bool:
+    """Record the event as applied by `consumer`; False if it already was."""
+    row = await conn.execute(
+        _CLAIM, {"consumer": consumer, "event_id": event_id, "subject": subject}
+    )
+    return row.first() is not None
+
+
+@dataclass
+class Consumer:
+    """One durable pull consumer on one stream, dispatching events by type to handlers."""
+
+    name: str  # durable name, e.g. "credit-orders"
+    stream: str
+    handlers: dict[type[Message], EventHandler]
+    unit_of_work: Callable[[], UnitOfWork]
+    messaging: Messaging
+    batch: int = 50
+    fetch_timeout: float = 1.0
+    _by_type: dict[str, tuple[type[Message], EventHandler]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._by_type = {cls.DESCRIPTOR.full_name: (cls, h) for cls, h in self.handlers.items()}
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted(subject_of(cls.DESCRIPTOR) for cls in self.handlers)
+
+    async def run(self) -> None:
+        await self.messaging.ready.wait()
+        while True:
+            try:
+                sub = await ensure_durable_consumer(
+                    self.messaging.js, self.stream, self.name, self.subjects
+                )
+                await self._drain(sub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # Includes a NATS restart that lost the pull subscription: bind again.
+                log.warning("consumer %s: %s; re-subscribing", self.name, error)
+                await asyncio.sleep(1.0)
+
+    async def _drain(self, sub: Any) -> None:
+        while True:
+            try:
+                messages = await sub.fetch(self.batch, timeout=self.fetch_timeout)
+            except TimeoutError:
+                continue
+            for msg in messages:
+                await self.handle(msg)
+
+    async def handle(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        event_type = headers.get("ce-type") or ""
+        known = EVENT_TYPES.get(event_type) or SUBJECT_TYPES.get(msg.subject)
+        entry = self._by_type.get(known.DESCRIPTOR.full_name) if known else None
+        if entry is None or (event_type and event_type != entry[0].DESCRIPTOR.full_name):
+            log.error(
+                "consumer %s: dropping message of type %r on %s", self.name, event_type, msg.subject
+            )
+            await msg.term()  # not ours or mislabelled: redelivery cannot help
+            return
+        cls, handler = entry
+        try:
+            event = cls.FromString(msg.data)
+            event_id: str = event.event_id  # type: ignore[attr-defined]
+            uuid.UUID(event_id)  # the inbox keys on it; a bad id can never be applied
+        except (DecodeError, ValueError) as error:
+            log.error(
+                "consumer %s: undecodable %s on %s: %s", self.name, event_type, msg.subject, error
+            )
+            await msg.term()
+            return
+        try:
+            async with self.unit_of_work() as uow:
+                if await claim(uow.conn, self.name, event_id, msg.subject):
+                    await handler(uow, event)
+                else:
+                    log.info(
+                        "consumer %s: %s %s already applied",
+                        self.name,
+                        cls.DESCRIPTOR.name,
+                        event_id,
+                    )
+        except Exception:
+            # Transient (database down) or a bug: leave it for redelivery, a little later.
+            log.exception(
+                "consumer %s: failed to apply %s %s", self.name, cls.DESCRIPTOR.name, event_id
+            )
+            await msg.nak(delay=2.0)
+            return
+        await msg.ack()

@@ -1,0 +1,136 @@
+"""NATS JetStream wiring: a connection that keeps trying, streams and durable consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from services.common.events import STREAMS
+
+log = logging.getLogger(__name__)
+
+# Publishes retried within this window are dropped by JetStream (Nats-Msg-Id); the inbox
+# covers anything later.
+DUPLICATE_WINDOW_SECONDS = 600.0
+
+
+class Messaging:
+    """Owns the NATS connection. Connecting never blocks the service's start: the outbox
+    keeps events while NATS is away and `ready` is set once streams exist."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self.ready = asyncio.Event()
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._closing = False
+
+    @property
+    def js(self) -> JetStreamContext:
+        assert self._js is not None, "await messaging.ready first"
+        return self._js
+
+    @property
+    def nc(self) -> NatsClient:
+        assert self._nc is not None, "await messaging.ready first"
+        return self._nc
+
+    async def connect(self) -> None:
+        """Connect (retrying forever with backoff) and make sure the streams exist."""
+        delay = 0.2
+        while self._nc is None:
+            try:
+                self._nc = await nats.connect(
+                    self.url.split(","),
+                    name=self.name,
+                    connect_timeout=2,
+                    reconnect_time_wait=0.5,
+                    max_reconnect_attempts=-1,  # never give up after the first connection
+                    ping_interval=5,
+                    max_outstanding_pings=3,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+            except Exception as error:  # NoServersError, OSError, timeouts
+                log.warning(
+                    "NATS at %s not reachable (%s); retrying in %.1fs", self.url, error, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._js = self._nc.jetstream(timeout=5)
+        while True:
+            try:
+                await ensure_streams(self._js)
+                break
+            except Exception as error:
+                log.warning("cannot create JetStream streams yet (%s); retrying", error)
+                await asyncio.sleep(1.0)
+        log.info(
+            "connected to NATS at %s",
+            self._nc.connected_url.netloc if self._nc.connected_url else self.url,
+        )
+        self.ready.set()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await asyncio.wait_for(self._nc.drain(), timeout=5)
+            except Exception:
+                await self._nc.close()
+
+    async def _on_error(self, error: Exception) -> None:
+        log.warning("NATS error: %s", error)
+
+    async def _on_disconnected(self) -> None:
+        if self._closing:
+            return  # our own shutdown
+        log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        log.info("reconnected to NATS")
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create or update the three streams; safe to run from every replica at every start."""
+    for name, subject in STREAMS.items():
+        config = StreamConfig(
+            name=name,
+            subjects=[subject],
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        )
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+                continue
+            except Exception:
+                pass  # another replica created it first; fall through to the update
+        await js.update_stream(config)
+
+
+async def ensure_durable_consumer(
+    js: JetStreamContext, stream: str, durable: str, subjects: list[str]
+) -> JetStreamContext.PullSubscription:
+    """Create or update a durable pull consumer with explicit ack, and bind to it."""
+    config = ConsumerConfig(
+        durable_name=durable,
+        filter_subjects=subjects,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30,
+        max_deliver=-1,  # never drop an event silently; poison messages are terminated
+        max_ack_pending=1000,
+    )
+    await js.add_consumer(stream, config)
+    return await js.pull_subscribe_bind(durable=durable, stream=stream)

@@ -1,0 +1,24 @@
+"""Conversions between core values and the shared proto types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.money import Money
+from shop.common.v1.money_pb2 import Money as MoneyProto
+
+
+def money_to_proto(money: Money) -> MoneyProto:
+    return MoneyProto(currency_code=money.currency, minor_units=money.minor_units)
+
+
+def amount_to_proto(currency: str, minor_units: int) -> MoneyProto:
+    return MoneyProto(currency_code=currency, minor_units=minor_units)
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

@@ -1,0 +1,170 @@
+"""The shared process lifecycle of every service: settings → logs → migrations → NATS,
+relay and consumers → gRPC server SERVING; SIGTERM → NOT_SERVING → stop(grace) → close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.db import create_engine, is_connection_error
+from services.common.grpc_server import create_server
+from services.common.inbox import Consumer
+from services.common.jetstream import Messaging
+from services.common.logs import configure_logging
+from services.common.migrator import Migration, core_migrations, migrate
+from services.common.outbox import OutboxRelay
+from services.common.settings import CoreSettings, SettingsError
+from services.common.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+MIGRATION_WAIT_SECONDS = 60.0
+
+
+@dataclass
+class Runtime:
+    """What a service's composition root gets to build its handlers from."""
+
+    settings: CoreSettings
+    engine: AsyncEngine
+    messaging: Messaging
+    relay: OutboxRelay
+
+    @property
+    def source(self) -> str:
+        return f"/shop/{self.settings.service}"
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.engine, self.source, self.relay.wake)
+
+
+@dataclass
+class Wiring:
+    """What a service plugs into the runtime."""
+
+    register: Sequence[Callable[[grpc.aio.Server], None]]
+    service_names: Sequence[str]
+    consumers: Sequence[Consumer] = ()
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    schema: str
+    migrations: Sequence[Migration]
+    wire: Callable[[Runtime], Wiring]
+
+    def all_migrations(self) -> list[Migration]:
+        return [*core_migrations(), *self.migrations]
+
+
+async def apply_migrations(engine: AsyncEngine, spec: ServiceSpec) -> None:
+    """Migrate, waiting for a database that is still starting (containers start together)."""
+    deadline = asyncio.get_running_loop().time() + MIGRATION_WAIT_SECONDS
+    while True:
+        try:
+            applied = await migrate(engine, spec.schema, spec.all_migrations())
+            log.info(
+                "schema %s is up to date (%d migrations applied now)", spec.schema, len(applied)
+            )
+            return
+        except Exception as error:
+            if not is_connection_error(error) or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("database not reachable yet (%s); retrying", type(error).__name__)
+            await asyncio.sleep(1.0)
+
+
+async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
+    engine = create_engine(settings.database_url, spec.schema, pool_size=settings.db_pool_size)
+    messaging = Messaging(settings.nats_url, name=f"shop-{settings.service}")
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await apply_migrations(engine, spec)
+        relay = OutboxRelay(engine, messaging, poll_seconds=settings.outbox_poll_seconds)
+        runtime = Runtime(settings, engine, messaging, relay)
+        wiring = spec.wire(runtime)
+        server = await create_server(
+            f"{settings.host}:{settings.port}",
+            wiring.register,
+            wiring.service_names,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        jobs: list[Coroutine[Any, Any, None]] = [messaging.connect(), relay.run()]
+        jobs += [consumer.run() for consumer in wiring.consumers]
+        jobs += [job() for job in wiring.background]
+        tasks = [asyncio.create_task(job) for job in jobs]
+        for task in tasks:
+            task.add_done_callback(_log_crash)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.set_serving(True)
+        log.info(
+            "%s service SERVING on port %d",
+            settings.service,
+            server.port,
+            extra={"port": server.port, "services": list(wiring.service_names)},
+        )
+        await stop.wait()
+        log.info(
+            "shutting down: NOT_SERVING, then up to %.0fs for in-flight calls",
+            settings.shutdown_grace_seconds,
+        )
+        await server.stop(settings.shutdown_grace_seconds)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await messaging.close()
+        await engine.dispose()
+        log.info("%s service stopped", settings.service)
+
+
+async def migrate_only(settings: CoreSettings, spec: ServiceSpec) -> None:
+    engine = create_engine(settings.database_url, spec.schema, pool_size=1)
+    try:
+        await apply_migrations(engine, spec)
+    finally:
+        await engine.dispose()
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task crashed", exc_info=task.exception())
+
+
+class HasCore(Protocol):
+    @property
+    def core(self) -> CoreSettings: ...
+
+
+S = TypeVar("S", bound=HasCore)
+
+
+def main(read_settings: Callable[[], S], build_spec: Callable[[S], ServiceSpec]) -> None:
+    """Entry point of `python -m services.<name> [serve|migrate]`."""
+    command = sys.argv[1] if len(sys.argv) > 1 else "serve"
+    if command not in ("serve", "migrate"):
+        sys.exit(f"usage: python -m services.<name> [serve|migrate] (got {command!r})")
+    try:
+        service_settings = read_settings()
+    except SettingsError as error:
+        sys.exit(f"configuration error: {error}")
+    settings, spec = service_settings.core, build_spec(service_settings)
+    configure_logging(settings.service, settings.log_level, settings.log_format)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, spec) if command == "serve" else migrate_only(settings, spec))

@@ -1,0 +1,130 @@
+"""Settings from the environment, validated at start with one clear message for all problems."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class SettingsError(Exception):
+    """Raised with every problem found, so an operator fixes them in one go."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+class Env:
+    """Typed reads from an environment mapping; problems are collected, not raised one by one."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = os.environ if environ is None else environ
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.environ.get(name, "").strip()
+        if value:
+            return value
+        if default is None:
+            self.problems.append(f"{name} is required but not set")
+            return ""
+        return default
+
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31 - 1
+    ) -> int:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be an integer, got {raw!r}")
+            return default
+        if not minimum <= value <= maximum:
+            self.problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
+            return default
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number, got {raw!r}")
+            return default
+        if value < minimum:
+            self.problems.append(f"{name} must be at least {minimum}, got {value}")
+            return default
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.environ.get(name, "").strip() or default
+        if value not in choices:
+            self.problems.append(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return value
+
+    def database_url(self, name: str = "DATABASE_URL") -> str:
+        raw = self.text(name)
+        if not raw:
+            return ""
+        scheme = urlsplit(raw).scheme
+        if scheme in ("postgresql", "postgres"):
+            return "postgresql+asyncpg" + raw[len(scheme) :]
+        if scheme == "postgresql+asyncpg":
+            return raw
+        self.problems.append(
+            f"{name} must be a postgresql:// or postgresql+asyncpg:// URL, got scheme {scheme!r}"
+        )
+        return ""
+
+    def nats_url(self, name: str = "NATS_URL", default: str = "nats://127.0.0.1:4222") -> str:
+        raw = self.text(name, default)
+        for server in raw.split(","):
+            if urlsplit(server.strip()).scheme not in ("nats", "tls"):
+                self.problems.append(f"{name} must be nats:// or tls:// URLs, got {server!r}")
+        return raw
+
+    def done(self) -> None:
+        if self.problems:
+            raise SettingsError(self.problems)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """What every service needs; services add their own fields next to these."""
+
+    service: str
+    host: str
+    port: int
+    database_url: str
+    nats_url: str
+    log_level: str
+    log_format: str
+    shutdown_grace_seconds: float
+    max_message_bytes: int
+    db_pool_size: int
+    outbox_poll_seconds: float
+
+    @classmethod
+    def read(cls, env: Env, service: str, default_port: int) -> CoreSettings:
+        return cls(
+            service=service,
+            host=env.text("GRPC_HOST", "[::]"),
+            port=env.integer(f"{service.upper()}_PORT", default_port, minimum=0, maximum=65535),
+            database_url=env.database_url(),
+            nats_url=env.nats_url(),
+            log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            log_format=env.choice("LOG_FORMAT", "json", ("json", "text")),
+            shutdown_grace_seconds=env.number("SHUTDOWN_GRACE_SECONDS", 10.0),
+            max_message_bytes=env.integer(
+                "GRPC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024, maximum=64 * 1024 * 1024
+            ),
+            db_pool_size=env.integer("DB_POOL_SIZE", 10, minimum=1, maximum=200),
+            outbox_poll_seconds=env.number("OUTBOX_POLL_SECONDS", 1.0, minimum=0.01),
+        )

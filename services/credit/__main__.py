@@ -1,0 +1,3 @@
+from services.credit.bootstrap import run
+
+run()

@@ -1,0 +1,85 @@
+"""Accounts in PostgreSQL (schema `credits`). Reads for update take the row lock that
+serializes every balance change of one customer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.credit.domain.model import CreditAccount
+
+_COLUMNS = "customer_id, currency, available, reserved, spent, topped_up, updated_at"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccount:
+    account: CreditAccount
+    updated_at: datetime
+
+
+def _from_row(row: object) -> StoredAccount:
+    r = row._mapping  # type: ignore[attr-defined]
+    return StoredAccount(
+        CreditAccount(
+            customer_id=str(r["customer_id"]),
+            currency=r["currency"],
+            available=r["available"],
+            reserved=r["reserved"],
+            spent=r["spent"],
+            topped_up=r["topped_up"],
+        ),
+        r["updated_at"],
+    )
+
+
+class AccountRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get(self, customer_id: str, *, for_update: bool = False) -> StoredAccount | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = (
+            await self.conn.execute(
+                text(f"SELECT {_COLUMNS} FROM accounts WHERE customer_id = :id{lock}"),
+                {"id": customer_id},
+            )
+        ).first()
+        return _from_row(row) if row is not None else None
+
+    async def get_or_open(self, customer_id: str, currency: str) -> StoredAccount:
+        """Lock the customer's account, opening an empty one in `currency` if there is none."""
+        await self.conn.execute(
+            text(
+                "INSERT INTO accounts"
+                " (customer_id, currency, available, reserved, spent, topped_up)"
+                " VALUES (:id, :currency, 0, 0, 0, 0)"
+                " ON CONFLICT (customer_id) DO NOTHING"
+            ),
+            {"id": customer_id, "currency": currency},
+        )
+        stored = await self.get(customer_id, for_update=True)
+        assert stored is not None
+        return stored
+
+    async def save(self, account: CreditAccount) -> datetime:
+        row = (
+            await self.conn.execute(
+                text(
+                    "UPDATE accounts SET available = :available, reserved = :reserved,"
+                    " spent = :spent, topped_up = :topped_up, updated_at = now()"
+                    " WHERE customer_id = :id RETURNING updated_at"
+                ),
+                {
+                    "id": account.customer_id,
+                    "available": account.available,
+                    "reserved": account.reserved,
+                    "spent": account.spent,
+                    "topped_up": account.topped_up,
+                },
+            )
+        ).one()
+        updated_at: datetime = row.updated_at
+        return updated_at

@@ -1,0 +1,31 @@
+"""Composition root of the Credit service."""
+
+from __future__ import annotations
+
+from services.common.migrator import load_migrations
+from services.common.runtime import Runtime, ServiceSpec, Wiring, main
+from services.credit.config import CreditSettings
+from services.credit.entrypoints.grpc_api import CreditApi
+from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
+
+SCHEMA = "credits"
+SERVICE_NAME = credit_service_pb2.DESCRIPTOR.services_by_name["CreditService"].full_name
+
+
+def build_spec(settings: CreditSettings) -> ServiceSpec:
+    def wire(runtime: Runtime) -> Wiring:
+        api = CreditApi(runtime.unit_of_work)  # type: ignore[abstract]  # saga issue
+        return Wiring(
+            register=[
+                lambda server: credit_service_pb2_grpc.add_CreditServiceServicer_to_server(
+                    api, server
+                )
+            ],
+            service_names=[SERVICE_NAME],
+        )
+
+    return ServiceSpec(SCHEMA, load_migrations("services.credit.migrations", "credit"), wire)
+
+
+def run() -> None:
+    main(CreditSettings.from_env, build_spec)

@@ -1,0 +1,70 @@
+"""CreditService over gRPC: validate, call a handler, map to proto. No business rules here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from services.common.idempotency import run_idempotent
+from services.common.proto_mapping import amount_to_proto, timestamp
+from services.common.uow import UnitOfWork
+from services.common.validation import Validator
+from services.credit.adapters.repository import StoredAccount
+from services.credit.service_layer import handlers
+from shop.credit.v1 import credit_pb2, credit_service_pb2, credit_service_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def account_to_proto(stored: StoredAccount) -> credit_pb2.CreditAccount:
+    a = stored.account
+    return credit_pb2.CreditAccount(
+        customer_id=a.customer_id,
+        available=amount_to_proto(a.currency, a.available),
+        reserved=amount_to_proto(a.currency, a.reserved),
+        spent=amount_to_proto(a.currency, a.spent),
+        topped_up=amount_to_proto(a.currency, a.topped_up),
+        updated_at=timestamp(stored.updated_at),
+    )
+
+
+class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
+    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
+        self.unit_of_work = unit_of_work
+
+    async def TopUpCredits(
+        self, request: credit_service_pb2.TopUpCreditsRequest, context: Context
+    ) -> credit_service_pb2.TopUpCreditsResponse:
+        v = Validator()
+        customer_id = v.uuid("customer_id", request.customer_id)
+        amount = v.money("amount", request.amount if request.HasField("amount") else None)
+        request_id = v.uuid("request_id", request.request_id)
+        v.check()
+        assert customer_id
+        assert amount
+        assert request_id
+
+        async def work(uow: UnitOfWork) -> credit_service_pb2.TopUpCreditsResponse:
+            stored = await handlers.top_up(uow, str(customer_id), amount, str(request_id))
+            return credit_service_pb2.TopUpCreditsResponse(account=account_to_proto(stored))
+
+        return await run_idempotent(
+            self.unit_of_work,
+            "TopUpCredits",
+            str(request_id),
+            request,
+            credit_service_pb2.TopUpCreditsResponse,
+            work,
+        )
+
+    async def GetCreditAccount(
+        self, request: credit_service_pb2.GetCreditAccountRequest, context: Context
+    ) -> credit_service_pb2.GetCreditAccountResponse:
+        v = Validator()
+        customer_id = v.uuid("customer_id", request.customer_id)
+        v.check()
+        async with self.unit_of_work() as uow:
+            stored = await handlers.get_account(uow, str(customer_id))
+        return credit_service_pb2.GetCreditAccountResponse(account=account_to_proto(stored))

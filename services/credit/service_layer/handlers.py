@@ -1,0 +1,47 @@
+"""Credit use cases: plain functions over a unit of work."""
+
+from __future__ import annotations
+
+from services.common.errors import NotFound
+from services.common.events import new_event
+from services.common.money import Money
+from services.common.proto_mapping import amount_to_proto, money_to_proto
+from services.common.uow import UnitOfWork
+from services.credit.adapters.repository import AccountRepository, StoredAccount
+from shop.credit.v1 import events_pb2
+
+
+class AccountNotFound(NotFound):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(
+            f"customer {customer_id} has no credit account (top up to open one)",
+            "ACCOUNT_NOT_FOUND",
+            {"customer_id": customer_id},
+        )
+
+
+async def top_up(
+    uow: UnitOfWork, customer_id: str, amount: Money, request_id: str
+) -> StoredAccount:
+    accounts = AccountRepository(uow.conn)
+    stored = await accounts.get_or_open(customer_id, amount.currency)
+    account = stored.account
+    account.top_up(amount)
+    updated_at = await accounts.save(account)
+    uow.emit(
+        new_event(
+            events_pb2.CreditsToppedUp,
+            customer_id=customer_id,
+            amount=money_to_proto(amount),
+            request_id=request_id,
+            available=amount_to_proto(account.currency, account.available),
+        )
+    )
+    return StoredAccount(account, updated_at)
+
+
+async def get_account(uow: UnitOfWork, customer_id: str) -> StoredAccount:
+    stored = await AccountRepository(uow.conn).get(customer_id)
+    if stored is None:
+        raise AccountNotFound(customer_id)
+    return stored

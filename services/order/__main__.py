@@ -1,0 +1,3 @@
+from services.order.bootstrap import run
+
+run()

@@ -1,0 +1,162 @@
+"""The transactional outbox and its relay, against real PostgreSQL and a real NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.events import new_event
+from services.common.jetstream import Messaging
+from services.common.outbox import OutboxRelay
+from services.common.uow import UnitOfWork
+from services.localmesh.embedded import EmbeddedNats
+from shop.credit.v1 import events_pb2
+
+pytestmark = pytest.mark.integration
+
+CUSTOMER = "a8098c1a-f86e-11da-bd1a-00112444be1e"
+
+
+def topped_up(request_id: str | None = None) -> events_pb2.CreditsToppedUp:
+    return new_event(
+        events_pb2.CreditsToppedUp,
+        customer_id=CUSTOMER,
+        request_id=request_id or str(uuid.uuid4()),
+    )
+
+
+async def count(engine: AsyncEngine, sql: str) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(sql))).scalar_one())
+
+
+async def test_business_row_and_outbox_row_commit_together(engine: AsyncEngine) -> None:
+    async with UnitOfWork(engine, "/test") as uow:
+        await uow.conn.execute(
+            text("INSERT INTO things (id, name) VALUES (:id, 'kept')"), {"id": uuid.uuid4()}
+        )
+        uow.emit(topped_up())
+    assert await count(engine, "SELECT count(*) FROM things") == 1
+    assert await count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
+
+
+async def test_business_row_and_outbox_row_roll_back_together(engine: AsyncEngine) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        async with UnitOfWork(engine, "/test") as uow:
+            await uow.conn.execute(
+                text("INSERT INTO things (id, name) VALUES (:id, 'lost')"), {"id": uuid.uuid4()}
+            )
+            uow.emit(topped_up())
+            raise RuntimeError("boom")
+    assert await count(engine, "SELECT count(*) FROM things") == 0
+    assert await count(engine, "SELECT count(*) FROM outbox") == 0
+
+
+async def test_a_failed_commit_writes_neither(engine: AsyncEngine) -> None:
+    thing = uuid.uuid4()
+    async with UnitOfWork(engine, "/test") as uow:
+        await uow.conn.execute(
+            text("INSERT INTO things (id, name) VALUES (:id, 'a')"), {"id": thing}
+        )
+    event = topped_up()
+    with pytest.raises(Exception, match="duplicate key"):
+        async with UnitOfWork(engine, "/test") as uow:
+            uow.emit(event)  # queued first, the failing statement comes after
+            await uow.conn.execute(
+                text("INSERT INTO things (id, name) VALUES (:id, 'b')"), {"id": thing}
+            )
+    assert await count(engine, "SELECT count(*) FROM outbox") == 0
+
+
+async def stream_messages(url: str, stream: str) -> list[Msg]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(
+            "credits.>", stream=stream, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        )
+        messages: list[Msg] = []
+        while True:
+            try:
+                batch = await sub.fetch(100, timeout=1)
+            except TimeoutError:
+                return messages
+            messages.extend(batch)
+    finally:
+        await nc.close()
+
+
+async def test_relay_publishes_every_row_exactly_once_across_a_nats_restart(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    server = EmbeddedNats(tmp_path / "nats", preferred_port=0)
+    server.start()
+    try:
+        messaging = Messaging(server.url, "relay-test")
+        relay = OutboxRelay(engine, messaging, poll_seconds=0.1, publish_timeout=1.0)
+        connect = asyncio.create_task(messaging.connect())
+        await asyncio.wait_for(messaging.ready.wait(), 20)
+        running = asyncio.create_task(relay.run())
+
+        async def write(n: int) -> list[str]:
+            ids = []
+            for _ in range(n):
+                async with UnitOfWork(engine, "/shop/credit", relay.wake) as uow:
+                    event = topped_up()
+                    uow.emit(event)
+                ids.append(event.event_id)
+            return ids
+
+        first = await write(20)
+        await wait_until(
+            lambda: count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL"), 0
+        )
+
+        server.stop()  # NATS goes away; writes keep committing into the outbox
+        second = await write(20)
+        await asyncio.sleep(1.5)  # the relay tries, fails and backs off meanwhile
+        assert await count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL") > 0
+
+        server.start()  # same port, same JetStream store
+        await wait_until(
+            lambda: count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL"),
+            0,
+            timeout=30,
+        )
+        running.cancel()
+        connect.cancel()
+        await messaging.close()
+
+        messages = await stream_messages(server.url, "CREDITS")
+        ids = [m.headers["Nats-Msg-Id"] for m in messages if m.headers]
+        assert sorted(ids) == sorted(first + second)  # all of them, none twice
+        sample = messages[0]
+        assert sample.subject == "credits.topped_up"
+        assert sample.headers is not None
+        assert sample.headers["ce-type"] == "shop.credit.v1.CreditsToppedUp"
+        assert sample.headers["ce-id"] == sample.headers["Nats-Msg-Id"]
+        assert (
+            events_pb2.CreditsToppedUp.FromString(sample.data).event_id == sample.headers["ce-id"]
+        )
+    finally:
+        server.stop()
+
+
+async def wait_until(probe: object, expected: int, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await probe()  # type: ignore[operator]
+        if value == expected:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"still {value}, expected {expected} after {timeout}s")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+
+from services.common.settings import SettingsError
+from services.credit.config import CreditSettings
+from services.payment.config import PaymentSettings
+
+
+def test_defaults_apply_and_database_url_is_normalised() -> None:
+    settings = CreditSettings.from_env({"DATABASE_URL": "postgresql://u@db:5432/shop"})
+    assert settings.core.port == 50052
+    assert settings.core.database_url == "postgresql+asyncpg://u@db:5432/shop"
+    assert settings.core.nats_url == "nats://127.0.0.1:4222"
+    assert settings.reservation_ttl_seconds == 900
+
+
+def test_every_problem_is_reported_in_one_message() -> None:
+    with pytest.raises(SettingsError) as raised:
+        PaymentSettings.from_env(
+            {"PAYMENT_PORT": "seventy", "NATS_URL": "http://x", "LOG_LEVEL": "LOUD"}
+        )
+    text = str(raised.value)
+    for name in ("DATABASE_URL", "PAYMENT_PORT", "NATS_URL", "LOG_LEVEL"):
+        assert name in text
+
+
+def test_port_range_is_checked() -> None:
+    with pytest.raises(SettingsError, match="CREDIT_PORT"):
+        CreditSettings.from_env({"DATABASE_URL": "postgresql://db/x", "CREDIT_PORT": "70000"})
