@@ -30,6 +30,10 @@ venv: $(STAMP) ## Create .venv and install everything (idempotent)
 run: venv ## Start the whole local mesh (embedded NATS + PostgreSQL + 3 services); Ctrl-C stops it
 	$(PY) -m services.localmesh
 
+.PHONY: demo
+demo: venv ## Run the seed story (reject, top up, reserve, pay, refund) against `make run`
+	$(PY) scripts/demo.py
+
 .PHONY: test
 test: venv ## Run the whole test suite (unit, integration, e2e)
 	$(PY) -m pytest

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.common.migrator import load_migrations
 from services.common.runtime import Runtime, ServiceSpec, Wiring, main
 from services.credit.config import CreditSettings
+from services.credit.entrypoints.events import ExpirySweeper, consumers
 from services.credit.entrypoints.grpc_api import CreditApi
 from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
 
@@ -14,7 +15,8 @@ SERVICE_NAME = credit_service_pb2.DESCRIPTOR.services_by_name["CreditService"].f
 
 def build_spec(settings: CreditSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        api = CreditApi(runtime.unit_of_work)  # type: ignore[abstract]  # saga issue
+        api = CreditApi(runtime.unit_of_work)
+        sweeper = ExpirySweeper(runtime.unit_of_work, settings.expiry_sweep_seconds)
         return Wiring(
             register=[
                 lambda server: credit_service_pb2_grpc.add_CreditServiceServicer_to_server(
@@ -22,6 +24,10 @@ def build_spec(settings: CreditSettings) -> ServiceSpec:
                 )
             ],
             service_names=[SERVICE_NAME],
+            consumers=consumers(
+                runtime.unit_of_work, runtime.messaging, settings.reservation_ttl_seconds
+            ),
+            background=[sweeper.run],
         )
 
     return ServiceSpec(SCHEMA, load_migrations("services.credit.migrations", "credit"), wire)

@@ -14,6 +14,7 @@ DEFAULT_PORT = 50052
 class CreditSettings:
     core: CoreSettings
     reservation_ttl_seconds: int
+    expiry_sweep_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CreditSettings:
@@ -23,6 +24,7 @@ class CreditSettings:
             reservation_ttl_seconds=env.integer(
                 "RESERVATION_TTL_SECONDS", 15 * 60, minimum=1, maximum=7 * 24 * 3600
             ),
+            expiry_sweep_seconds=env.number("EXPIRY_SWEEP_SECONDS", 5.0, minimum=0.1),
         )
         env.done()
         return settings

@@ -6,6 +6,7 @@ external ones; then the three services. Ctrl-C stops everything.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -15,12 +16,21 @@ from pathlib import Path
 from services.localmesh.mesh import LocalMesh, MeshError
 
 DATA_DIR = Path(os.environ.get("MESH_DATA_DIR", ".data"))
+TARGETS_FILE = DATA_DIR / "targets.json"
 CUSTOMER = "a8098c1a-f86e-11da-bd1a-00112444be1e"
 REQUEST = "5f0c3b8e-1d1f-4c55-9a55-0b6f1c1e2a01"
 
 
 def say(message: str) -> None:
     print(f"==> {message}", flush=True)
+
+
+def _relative(path: Path) -> str:
+    """Shortest way to name `path` from here, so the examples copy-paste cleanly."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def banner(mesh: LocalMesh) -> str:
@@ -45,6 +55,8 @@ def banner(mesh: LocalMesh) -> str:
         f" {credit} shop.credit.v1.CreditService/GetCreditAccount",
         f'  {grpcurl_cmd} -plaintext -d \'{{"service": "shop.credit.v1.CreditService"}}\''
         f" {credit} grpc.health.v1.Health/Check",
+        "",
+        "Or run the whole seed story (reject, top up, reserve, pay, refund): make demo",
         "",
         "Press Ctrl-C to stop everything.",
     ]
@@ -77,6 +89,10 @@ def main() -> int:
     except Exception as error:
         print(f"error: could not start the mesh: {error}", file=sys.stderr)
         return 1
+    # Where the demo (and anyone scripting against the mesh) finds the services.
+    TARGETS_FILE.write_text(
+        json.dumps({name: service.target for name, service in mesh.services.items()})
+    )
     print(banner(mesh), flush=True)
     exit_code = 0
     while not stop_requested:
@@ -90,6 +106,7 @@ def main() -> int:
             break
         time.sleep(0.5)
     say("stopping the mesh")
+    TARGETS_FILE.unlink(missing_ok=True)
     mesh.stop()
     say("stopped; nothing left running")
     return exit_code
@@ -97,11 +114,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _relative(path: Path) -> str:
-    """Shortest way to name `path` from here, so the examples copy-paste cleanly."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

@@ -8,10 +8,12 @@ from typing import Any
 import grpc
 
 from services.common.idempotency import run_idempotent
-from services.common.proto_mapping import amount_to_proto, timestamp
+from services.common.paging import decode_page_token, next_page_token
+from services.common.proto_mapping import amount_to_proto, money_to_proto, timestamp
 from services.common.uow import UnitOfWork
 from services.common.validation import Validator
 from services.credit.adapters.repository import StoredAccount
+from services.credit.adapters.reservations import StoredReservation
 from services.credit.service_layer import handlers
 from shop.credit.v1 import credit_pb2, credit_service_pb2, credit_service_pb2_grpc
 
@@ -27,6 +29,22 @@ def account_to_proto(stored: StoredAccount) -> credit_pb2.CreditAccount:
         spent=amount_to_proto(a.currency, a.spent),
         topped_up=amount_to_proto(a.currency, a.topped_up),
         updated_at=timestamp(stored.updated_at),
+    )
+
+
+def reservation_to_proto(stored: StoredReservation) -> credit_pb2.Reservation:
+    r = stored.reservation
+    return credit_pb2.Reservation(
+        reservation_id=r.reservation_id,
+        customer_id=r.customer_id,
+        order_id=r.order_id,
+        amount=money_to_proto(r.amount),
+        state=credit_pb2.ReservationState.Value(f"RESERVATION_STATE_{r.state.value}"),
+        expires_at=timestamp(r.expires_at),
+        payment_id=r.payment_id,
+        created_at=timestamp(stored.created_at),
+        updated_at=timestamp(stored.updated_at),
+        release_reason=r.release_reason,
     )
 
 
@@ -68,3 +86,30 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
         async with self.unit_of_work() as uow:
             stored = await handlers.get_account(uow, str(customer_id))
         return credit_service_pb2.GetCreditAccountResponse(account=account_to_proto(stored))
+
+    async def GetReservation(
+        self, request: credit_service_pb2.GetReservationRequest, context: Context
+    ) -> credit_service_pb2.GetReservationResponse:
+        v = Validator()
+        reservation_id = v.uuid("reservation_id", request.reservation_id)
+        v.check()
+        async with self.unit_of_work() as uow:
+            stored = await handlers.get_reservation(uow, str(reservation_id))
+        return credit_service_pb2.GetReservationResponse(reservation=reservation_to_proto(stored))
+
+    async def ListReservations(
+        self, request: credit_service_pb2.ListReservationsRequest, context: Context
+    ) -> credit_service_pb2.ListReservationsResponse:
+        v = Validator()
+        customer_id = v.uuid("customer_id", request.customer_id)
+        page_size = v.page_size("page_size", request.page_size)
+        v.check()
+        query = f"customer_id={customer_id}"
+        after = decode_page_token(request.page_token, query)
+        async with self.unit_of_work() as uow:
+            rows = await handlers.list_reservations(uow, str(customer_id), after, page_size + 1)
+        count, token = next_page_token([row.cursor for row in rows], page_size, query)
+        return credit_service_pb2.ListReservationsResponse(
+            reservations=[reservation_to_proto(row) for row in rows[:count]],
+            next_page_token=token,
+        )

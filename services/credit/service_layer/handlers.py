@@ -5,9 +5,11 @@ from __future__ import annotations
 from services.common.errors import NotFound
 from services.common.events import new_event
 from services.common.money import Money
+from services.common.paging import PageCursor
 from services.common.proto_mapping import amount_to_proto, money_to_proto
 from services.common.uow import UnitOfWork
 from services.credit.adapters.repository import AccountRepository, StoredAccount
+from services.credit.adapters.reservations import ReservationRepository, StoredReservation
 from shop.credit.v1 import events_pb2
 
 
@@ -17,6 +19,15 @@ class AccountNotFound(NotFound):
             f"customer {customer_id} has no credit account (top up to open one)",
             "ACCOUNT_NOT_FOUND",
             {"customer_id": customer_id},
+        )
+
+
+class ReservationNotFound(NotFound):
+    def __init__(self, reservation_id: str) -> None:
+        super().__init__(
+            f"reservation {reservation_id} does not exist",
+            "RESERVATION_NOT_FOUND",
+            {"reservation_id": reservation_id},
         )
 
 
@@ -45,3 +56,16 @@ async def get_account(uow: UnitOfWork, customer_id: str) -> StoredAccount:
     if stored is None:
         raise AccountNotFound(customer_id)
     return stored
+
+
+async def get_reservation(uow: UnitOfWork, reservation_id: str) -> StoredReservation:
+    stored = await ReservationRepository(uow.conn).get(reservation_id)
+    if stored is None:
+        raise ReservationNotFound(reservation_id)
+    return stored
+
+
+async def list_reservations(
+    uow: UnitOfWork, customer_id: str, after: PageCursor | None, limit: int
+) -> list[StoredReservation]:
+    return await ReservationRepository(uow.conn).list_for_customer(customer_id, after, limit)

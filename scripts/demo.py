@@ -1,0 +1,199 @@
+"""`make demo`: the seed story against a running `make run` mesh, step by step, with the real
+grpcurl binary, printing each call and what came back.
+
+    no credits → order REJECTED; top up → order RESERVED (a hold on the balance);
+    pay → PAID (hold captured); refund → REFUNDED (credits back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+DATA_DIR = Path(os.environ.get("MESH_DATA_DIR", ".data"))
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+DEFAULT_TARGETS = {
+    "order": "127.0.0.1:50051",
+    "credit": "127.0.0.1:50052",
+    "payment": "127.0.0.1:50053",
+}
+SERVICES = {
+    "order": "shop.order.v1.OrderService",
+    "credit": "shop.credit.v1.CreditService",
+    "payment": "shop.payment.v1.PaymentService",
+}
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def targets() -> dict[str, str]:
+    found = dict(DEFAULT_TARGETS)
+    written = DATA_DIR / "targets.json"
+    if written.exists():  # make run writes where it actually listens
+        found.update(json.loads(written.read_text()))
+    for name in found:
+        found[name] = os.environ.get(f"{name.upper()}_TARGET", found[name])
+    return found
+
+
+def call(
+    target: str, service: str, method: str, data: dict[str, Any], *, show: bool = True
+) -> dict[str, Any]:
+    body = json.dumps(data)
+    command = [str(GRPCURL), "-plaintext", "-d", body, target, f"{service}/{method}"]
+    if show:
+        print(f"  $ {shlex.join(['grpcurl', *command[1:]])}")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    if result.returncode != 0:
+        raise DemoError(f"{method} failed:\n{result.stderr.strip()}")
+    response: dict[str, Any] = json.loads(result.stdout or "{}")
+    return response
+
+
+def money(value: dict[str, Any] | None) -> str:
+    value = value or {}
+    units = int(value.get("minor_units", 0))
+    return f"{value.get('currency_code', 'USD')} {units // 100}.{units % 100:02d}"
+
+
+def step(title: str) -> None:
+    print(f"\n==> {title}")
+
+
+class Demo:
+    def __init__(self, where: dict[str, str]) -> None:
+        self.where = where
+        self.customer = str(uuid.uuid4())
+
+    def rpc(self, service: str, method: str, data: dict[str, Any]) -> dict[str, Any]:
+        return call(self.where[service], SERVICES[service], method, data)
+
+    def create_order(self, minor_units: int) -> dict[str, Any]:
+        order: dict[str, Any] = self.rpc(
+            "order",
+            "CreateOrder",
+            {
+                "customer_id": self.customer,
+                "items": [
+                    {
+                        "sku": "BOOK-42",
+                        "quantity": 2,
+                        "unit_price": {"currency_code": "USD", "minor_units": minor_units // 2},
+                    }
+                ],
+                "request_id": str(uuid.uuid4()),
+            },
+        )["order"]
+        print(f"  order {order['order_id']} total {money(order['total'])}: {order['status']}")
+        return order
+
+    def wait_order(self, order_id: str, status: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Poll GetOrder (the saga moves on events); show the command once."""
+        deadline = time.monotonic() + timeout
+        show = True
+        while True:
+            order: dict[str, Any] = call(
+                self.where["order"],
+                SERVICES["order"],
+                "GetOrder",
+                {"order_id": order_id},
+                show=show,
+            )["order"]
+            if order["status"] == f"ORDER_STATUS_{status}":
+                print(f"  order is {order['status']}" + _reason(order))
+                return order
+            if time.monotonic() > deadline:
+                raise DemoError(f"order {order_id} is {order['status']}, expected {status}")
+            show = False
+            time.sleep(0.2)
+
+    def balance(self) -> None:
+        account = self.rpc("credit", "GetCreditAccount", {"customer_id": self.customer})["account"]
+        print(
+            f"  balance: available {money(account.get('available'))},"
+            f" reserved {money(account.get('reserved'))}, spent {money(account.get('spent'))}"
+        )
+
+    def run(self) -> None:
+        print(f"customer {self.customer}")
+        step("1. An order from a customer with no credits is rejected")
+        first = self.create_order(15000)
+        self.wait_order(first["order_id"], "REJECTED")
+
+        step("2. The customer tops up USD 200.00")
+        self.rpc(
+            "credit",
+            "TopUpCredits",
+            {
+                "customer_id": self.customer,
+                "amount": {"currency_code": "USD", "minor_units": 20000},
+                "request_id": str(uuid.uuid4()),
+            },
+        )
+        self.balance()
+
+        step("3. A new order puts a hold on the credits")
+        order = self.wait_order(self.create_order(15000)["order_id"], "RESERVED")
+        self.balance()
+
+        step("4. Payment: Payment checks the order and the hold over gRPC, then charges once")
+        paid = self.rpc(
+            "payment",
+            "ProcessPayment",
+            {
+                "order_id": order["order_id"],
+                "customer_id": self.customer,
+                "reservation_id": order["reservation_id"],
+                "amount": order["total"],
+                "payment_method": "PAYMENT_METHOD_CREDIT_CARD",
+                "request_id": str(uuid.uuid4()),
+            },
+        )
+        payment = paid["payment"]
+        outcome = f"success={paid.get('success', False)} {payment['status']}"
+        print(f"  {outcome} {payment.get('transaction_id', '')}")
+        self.wait_order(order["order_id"], "PAID")
+        self.balance()
+
+        step("5. A full refund gives the credits back")
+        refunded = self.rpc(
+            "payment",
+            "RefundPayment",
+            {
+                "payment_id": payment["payment_id"],
+                "reason": "customer returned the books",
+                "request_id": str(uuid.uuid4()),
+            },
+        )
+        print(f"  refund {money(refunded['refund']['amount'])}: {refunded['payment']['status']}")
+        self.wait_order(order["order_id"], "REFUNDED")
+        self.balance()
+        print("\nThe seed story ran end to end.")
+
+
+def _reason(order: dict[str, Any]) -> str:
+    return f" ({order['failure_reason']})" if order.get("failure_reason") else ""
+
+
+def main() -> int:
+    where = targets()
+    print("Running the seed story against " + ", ".join(f"{k} {v}" for k, v in where.items()))
+    try:
+        Demo(where).run()
+    except DemoError as error:
+        print(f"\nerror: {error}\n(is the mesh running? start it with `make run`)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

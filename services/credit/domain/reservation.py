@@ -1,0 +1,85 @@
+"""A hold on a customer's credits for one order, and its lifecycle.
+
+    ACTIVE ──capture──▶ CAPTURED
+       ├────release───▶ RELEASED   (payment failed, order cancelled)
+       └────expire────▶ EXPIRED    (outlived expires_at)
+
+Only ACTIVE moves; the other states are terminal. Pure rules, no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.common.errors import FailedPrecondition
+from services.common.money import Money
+
+
+class ReservationState(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    CAPTURED = "CAPTURED"
+    RELEASED = "RELEASED"
+    EXPIRED = "EXPIRED"
+
+
+class ReleaseReason(enum.StrEnum):
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    ORDER_CANCELLED = "ORDER_CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+class ReservationNotActive(FailedPrecondition):
+    def __init__(self, reservation_id: str, state: ReservationState, action: str) -> None:
+        super().__init__(
+            f"reservation {reservation_id} is {state.value}; it cannot be {action}",
+            "RESERVATION_NOT_ACTIVE",
+            {"reservation_id": reservation_id, "state": state.value},
+        )
+
+
+@dataclass
+class Reservation:
+    reservation_id: str
+    customer_id: str
+    order_id: str
+    amount: Money
+    state: ReservationState
+    expires_at: datetime
+    payment_id: str = ""
+    release_reason: str = ""
+
+    @property
+    def is_active(self) -> bool:
+        return self.state is ReservationState.ACTIVE
+
+    def is_expired_at(self, now: datetime) -> bool:
+        return self.is_active and self.expires_at <= now
+
+    def _require_active(self, action: str) -> None:
+        if not self.is_active:
+            raise ReservationNotActive(self.reservation_id, self.state, action)
+
+    def capture(self, payment_id: str) -> None:
+        self._require_active("captured")
+        self.state = ReservationState.CAPTURED
+        self.payment_id = payment_id
+
+    def release(self, reason: ReleaseReason) -> None:
+        self._require_active("released")
+        self.state = ReservationState.RELEASED
+        self.release_reason = reason.value
+
+    def expire(self) -> None:
+        self._require_active("expired")
+        self.state = ReservationState.EXPIRED
+        self.release_reason = ReleaseReason.EXPIRED.value
+
+    def capture_after_release(self, payment_id: str) -> None:
+        """A payment that succeeded after its hold was released (it raced an expiry or a
+        cancel): the money was taken, so the credits must be too, straight from available."""
+        if self.state not in (ReservationState.RELEASED, ReservationState.EXPIRED):
+            raise ReservationNotActive(self.reservation_id, self.state, "captured late")
+        self.state = ReservationState.CAPTURED
+        self.payment_id = payment_id

@@ -1,0 +1,79 @@
+"""Credit's event-driven entry points: the durable consumers and the expiry sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from services.common.inbox import Consumer
+from services.common.jetstream import Messaging
+from services.common.uow import UnitOfWork
+from services.credit.adapters.reservations import ReservationRepository
+from services.credit.service_layer import saga
+from shop.order.v1 import events_pb2 as order_events
+from shop.payment.v1 import events_pb2 as payment_events
+
+log = logging.getLogger(__name__)
+
+
+def consumers(
+    unit_of_work: Callable[[], UnitOfWork], messaging: Messaging, ttl_seconds: int
+) -> list[Consumer]:
+    async def on_order_created(uow: UnitOfWork, event: order_events.OrderCreated) -> None:
+        await saga.reserve_for_order(uow, event, ttl_seconds)
+
+    return [
+        Consumer(
+            "credit-orders",
+            "ORDERS",
+            {
+                order_events.OrderCreated: on_order_created,
+                order_events.OrderCancelled: saga.release_for_cancelled_order,
+            },
+            unit_of_work,
+            messaging,
+        ),
+        Consumer(
+            "credit-payments",
+            "PAYMENTS",
+            {
+                payment_events.PaymentSucceeded: saga.capture_for_payment,
+                payment_events.PaymentFailed: saga.release_for_failed_payment,
+                payment_events.PaymentRefunded: saga.refund,
+            },
+            unit_of_work,
+            messaging,
+        ),
+    ]
+
+
+class ExpirySweeper:
+    """Releases holds past their expiry (reason EXPIRED), a batch per transaction.
+
+    SKIP LOCKED lets several replicas sweep at once without waiting on each other."""
+
+    def __init__(
+        self, unit_of_work: Callable[[], UnitOfWork], interval_seconds: float, batch: int = 100
+    ) -> None:
+        self.unit_of_work = unit_of_work
+        self.interval_seconds = interval_seconds
+        self.batch = batch
+
+    async def sweep_once(self) -> int:
+        async with self.unit_of_work() as uow:
+            overdue = await ReservationRepository(uow.conn).lock_expired(self.batch)
+            for hold in overdue:
+                await saga.expire(uow, hold)
+        return len(overdue)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                while await self.sweep_once() == self.batch:
+                    pass  # a full batch: there may be more right away
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # database away: try again next round
+                log.warning("expiry sweep failed (%s); retrying", error)
+            await asyncio.sleep(self.interval_seconds)
