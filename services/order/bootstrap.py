@@ -5,6 +5,8 @@ from __future__ import annotations
 from services.common.migrator import load_migrations
 from services.common.runtime import Runtime, ServiceSpec, Wiring, main
 from services.order.config import OrderSettings
+from services.order.entrypoints.events import consumers
+from services.order.entrypoints.grpc_api import OrderApi
 from shop.order.v1 import order_service_pb2, order_service_pb2_grpc
 
 SCHEMA = "orders"
@@ -13,9 +15,7 @@ SERVICE_NAME = order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].ful
 
 def build_spec(settings: OrderSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        # The saga's order RPCs arrive with the next milestone; until then the generated
-        # base class answers UNIMPLEMENTED.
-        api = order_service_pb2_grpc.OrderServiceServicer()  # type: ignore[abstract]  # saga issue
+        api = OrderApi(runtime.unit_of_work)
         return Wiring(
             register=[
                 lambda server: order_service_pb2_grpc.add_OrderServiceServicer_to_server(
@@ -23,6 +23,7 @@ def build_spec(settings: OrderSettings) -> ServiceSpec:
                 )
             ],
             service_names=[SERVICE_NAME],
+            consumers=consumers(runtime.unit_of_work, runtime.messaging),
         )
 
     return ServiceSpec(SCHEMA, load_migrations("services.order.migrations", "order"), wire)

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+from services.common.grpc_client import create_channel
 from services.common.migrator import load_migrations
 from services.common.runtime import Runtime, ServiceSpec, Wiring, main
+from services.payment.adapters.dependencies import GrpcHolds, GrpcOrders
+from services.payment.adapters.simulator import SimulatedGateway
 from services.payment.config import PaymentSettings
+from services.payment.entrypoints.grpc_api import PaymentApi
+from services.payment.entrypoints.recovery import PendingSettler
+from services.payment.service_layer.handlers import Dependencies
+from shop.credit.v1 import credit_service_pb2
+from shop.order.v1 import order_service_pb2
 from shop.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
 
 SCHEMA = "payments"
 SERVICE_NAME = payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
+ORDER_SERVICE = order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
+CREDIT_SERVICE = credit_service_pb2.DESCRIPTOR.services_by_name["CreditService"].full_name
+
+# A PENDING payment older than this is presumed orphaned (a crash between record and
+# settle); it leaves room for the gateway's latency and retries.
+STALE_AFTER_SECONDS = 10.0
+RECOVERY_INTERVAL_SECONDS = 5.0
 
 
 def build_spec(settings: PaymentSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        # The saga's payment RPCs arrive with the next milestone; until then the generated
-        # base class answers UNIMPLEMENTED.
-        api = payment_service_pb2_grpc.PaymentServiceServicer()  # type: ignore[abstract]  # saga issue
+        max_bytes = settings.core.max_message_bytes
+        deps = Dependencies(
+            unit_of_work=runtime.unit_of_work,
+            gateway=SimulatedGateway(settings.gateway_latency_ms),
+            # One channel per dependency, created once: retries UNAVAILABLE by service config.
+            orders=GrpcOrders(create_channel(settings.order_target, ORDER_SERVICE, max_bytes)),
+            holds=GrpcHolds(create_channel(settings.credit_target, CREDIT_SERVICE, max_bytes)),
+            stale_after_seconds=STALE_AFTER_SECONDS + 3 * settings.gateway_latency_ms / 1000,
+        )
+        api = PaymentApi(deps)
+        settler = PendingSettler(deps, RECOVERY_INTERVAL_SECONDS)
         return Wiring(
             register=[
                 lambda server: payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(
@@ -23,6 +46,7 @@ def build_spec(settings: PaymentSettings) -> ServiceSpec:
                 )
             ],
             service_names=[SERVICE_NAME],
+            background=[settler.run],
         )
 
     return ServiceSpec(SCHEMA, load_migrations("services.payment.migrations", "payment"), wire)

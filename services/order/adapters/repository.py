@@ -1,0 +1,147 @@
+"""Orders in PostgreSQL (schema `orders`). Reads for update take the row lock that
+serializes every change of one order (a cancel racing a saga event, two events at once)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.money import Money
+from services.common.paging import PageCursor
+from services.order.domain.model import LineItem, Order, OrderStatus
+
+_COLUMNS = (
+    "order_id, customer_id, currency, total, status, reservation_id, payment_id,"
+    " failure_reason, items, created_at, updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOrder:
+    order: Order
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def cursor(self) -> PageCursor:
+        return PageCursor(self.created_at, self.order.order_id)
+
+
+def _items_to_json(order: Order) -> str:
+    # The currency is the order's; each item keeps only its own numbers.
+    return json.dumps(
+        [
+            {"sku": i.sku, "quantity": i.quantity, "unit_price": i.unit_price.minor_units}
+            for i in order.items
+        ]
+    )
+
+
+def _items_from_json(raw: Any, currency: str) -> tuple[LineItem, ...]:
+    data = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    return tuple(
+        LineItem(item["sku"], int(item["quantity"]), Money(currency, int(item["unit_price"])))
+        for item in data
+    )
+
+
+def _from_row(row: object) -> StoredOrder:
+    r = row._mapping  # type: ignore[attr-defined]
+    currency = r["currency"]
+    return StoredOrder(
+        Order(
+            order_id=str(r["order_id"]),
+            customer_id=str(r["customer_id"]),
+            items=_items_from_json(r["items"], currency),
+            total=Money(currency, r["total"]),
+            status=OrderStatus(r["status"]),
+            reservation_id=str(r["reservation_id"] or ""),
+            payment_id=str(r["payment_id"] or ""),
+            failure_reason=r["failure_reason"] or "",
+        ),
+        r["created_at"],
+        r["updated_at"],
+    )
+
+
+class OrderRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, order: Order) -> StoredOrder:
+        row = (
+            await self.conn.execute(
+                text(
+                    "INSERT INTO orders (order_id, customer_id, currency, total, status,"
+                    " reservation_id, payment_id, failure_reason, items)"
+                    " VALUES (:id, :customer, :currency, :total, :status, :reservation,"
+                    " :payment, :reason, CAST(:items AS jsonb))"
+                    f" RETURNING {_COLUMNS}"
+                ),
+                {
+                    "id": order.order_id,
+                    "customer": order.customer_id,
+                    "currency": order.total.currency,
+                    "total": order.total.minor_units,
+                    "status": order.status.value,
+                    "reservation": order.reservation_id or None,
+                    "payment": order.payment_id or None,
+                    "reason": order.failure_reason or None,
+                    "items": _items_to_json(order),
+                },
+            )
+        ).one()
+        return _from_row(row)
+
+    async def get(self, order_id: str, *, for_update: bool = False) -> StoredOrder | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = (
+            await self.conn.execute(
+                text(f"SELECT {_COLUMNS} FROM orders WHERE order_id = :id{lock}"),
+                {"id": order_id},
+            )
+        ).first()
+        return _from_row(row) if row is not None else None
+
+    async def save(self, order: Order) -> StoredOrder:
+        """Write the lifecycle fields back (items and total never change)."""
+        row = (
+            await self.conn.execute(
+                text(
+                    "UPDATE orders SET status = :status, reservation_id = :reservation,"
+                    " payment_id = :payment, failure_reason = :reason, updated_at = now()"
+                    f" WHERE order_id = :id RETURNING {_COLUMNS}"
+                ),
+                {
+                    "id": order.order_id,
+                    "status": order.status.value,
+                    "reservation": order.reservation_id or None,
+                    "payment": order.payment_id or None,
+                    "reason": order.failure_reason or None,
+                },
+            )
+        ).one()
+        return _from_row(row)
+
+    async def list_for_customer(
+        self, customer_id: str, after: PageCursor | None, limit: int
+    ) -> list[StoredOrder]:
+        keyset = " AND (created_at, order_id) < (:after_at, :after_id)" if after else ""
+        rows = await self.conn.execute(
+            text(
+                f"SELECT {_COLUMNS} FROM orders WHERE customer_id = :customer{keyset}"
+                " ORDER BY created_at DESC, order_id DESC LIMIT :limit"
+            ),
+            {
+                "customer": customer_id,
+                "limit": limit,
+                "after_at": after.created_at if after else None,
+                "after_id": after.id if after else None,
+            },
+        )
+        return [_from_row(row) for row in rows]

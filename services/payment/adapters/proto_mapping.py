@@ -1,0 +1,82 @@
+"""Payment domain ↔ shop.payment.v1 messages."""
+
+from __future__ import annotations
+
+from services.common.proto_mapping import amount_to_proto, money_to_proto, timestamp
+from services.payment.domain.model import (
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+)
+from shop.payment.v1 import payment_pb2
+
+_METHOD_PREFIX = "PAYMENT_METHOD_"
+
+
+def method_to_proto(method: PaymentMethod) -> payment_pb2.PaymentMethod.ValueType:
+    return payment_pb2.PaymentMethod.Value(_METHOD_PREFIX + method.value)
+
+
+_METHODS_BY_NUMBER: dict[int, PaymentMethod] = {
+    int(payment_pb2.PaymentMethod.Value(_METHOD_PREFIX + m.value)): m for m in PaymentMethod
+}
+
+
+def method_from_proto(value: int) -> PaymentMethod | None:
+    """UNSPECIFIED means the default (credit card); None for a number we do not know (proto3
+    enums are open: a client may send any int32)."""
+    if value == payment_pb2.PAYMENT_METHOD_UNSPECIFIED:
+        return PaymentMethod.CREDIT_CARD
+    return _METHODS_BY_NUMBER.get(value)
+
+
+def status_to_proto(status: PaymentStatus) -> payment_pb2.PaymentStatus.ValueType:
+    return payment_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{status.value}")
+
+
+def refund_status_to_proto(status: RefundStatus) -> payment_pb2.RefundStatus.ValueType:
+    return payment_pb2.RefundStatus.Value(f"REFUND_STATUS_{status.value}")
+
+
+def payment_to_proto(p: Payment) -> payment_pb2.Payment:
+    message = payment_pb2.Payment(
+        payment_id=p.payment_id,
+        order_id=p.order_id,
+        customer_id=p.customer_id,
+        reservation_id=p.reservation_id,
+        amount=money_to_proto(p.amount),
+        payment_method=method_to_proto(p.method),
+        status=status_to_proto(p.status),
+        error_code=p.error_code,
+        error_message=p.error_message,
+        failure_reason=p.failure_reason,
+        transaction_id=p.transaction_id,
+        is_simulated=p.is_simulated,
+        simulated_response=p.simulated_response,
+        refunded_amount=amount_to_proto(p.amount.currency, p.refunded),
+    )
+    if p.created_at is not None:
+        message.created_at.CopyFrom(timestamp(p.created_at))
+    if p.processed_at is not None:
+        message.processed_at.CopyFrom(timestamp(p.processed_at))
+    return message
+
+
+def refund_to_proto(r: Refund) -> payment_pb2.Refund:
+    message = payment_pb2.Refund(
+        refund_id=r.refund_id,
+        payment_id=r.payment_id,
+        amount=money_to_proto(r.amount),
+        reason=r.reason,
+        status=refund_status_to_proto(r.status),
+        transaction_id=r.transaction_id,
+        error_code=r.error_code,
+        error_message=r.error_message,
+    )
+    if r.created_at is not None:
+        message.created_at.CopyFrom(timestamp(r.created_at))
+    if r.processed_at is not None:
+        message.processed_at.CopyFrom(timestamp(r.processed_at))
+    return message

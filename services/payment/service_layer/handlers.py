@@ -1,0 +1,487 @@
+"""Payment use cases: plain functions over ports (unit of work, gateway, Order, Credit).
+
+ProcessPayment follows DESIGN §3 step by step. The gateway is always called outside any
+transaction: a slow processor must not hold a database connection or a row lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import exc as sa_exc
+
+from services.common.errors import IdempotencyKeyReused, NotFound, Unavailable
+from services.common.events import new_event
+from services.common.money import Money
+from services.common.paging import PageCursor
+from services.common.proto_mapping import amount_to_proto, money_to_proto, timestamp
+from services.common.uow import UnitOfWork
+from services.payment.adapters.proto_mapping import method_to_proto
+from services.payment.adapters.repository import PaymentRepository, RefundRepository
+from services.payment.domain.eligibility import (
+    OrderNotFound,
+    OrderNotOwned,
+    ReservationNotFound,
+    check_hold,
+    check_order,
+)
+from services.payment.domain.gateway import GatewayUnavailable, PaymentGateway
+from services.payment.domain.model import (
+    ChargeOutcome,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    Refund,
+    RefundOutcome,
+    RefundStatus,
+)
+from services.payment.service_layer.ports import Deadline, Holds, Orders
+from shop.payment.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+PROCESSING_ERROR = "PROCESSING_ERROR"
+
+
+class PaymentNotFound(NotFound):
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(
+            f"payment {payment_id} does not exist", "PAYMENT_NOT_FOUND", {"payment_id": payment_id}
+        )
+
+
+class PaymentInProgress(Unavailable):
+    """Another call is charging this order and did not finish within our deadline."""
+
+    def __init__(self, payment: Payment) -> None:
+        super().__init__(
+            f"payment {payment.payment_id} for order {payment.order_id} is still being"
+            " processed; retry to get its outcome",
+            "PAYMENT_IN_PROGRESS",
+            {"payment_id": payment.payment_id, "order_id": payment.order_id},
+        )
+
+
+class GatewayDown(Unavailable):
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"the payment gateway is unavailable; the {what} will be completed, retry to see it",
+            "GATEWAY_UNAVAILABLE",
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for transient gateway failures."""
+
+    attempts: int = 3
+    initial_delay: float = 0.1
+    multiplier: float = 2.0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def delays(self) -> list[float]:
+        """The pauses between attempts (one fewer than the attempts)."""
+        return [self.initial_delay * self.multiplier**n for n in range(self.attempts - 1)]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How a duplicate waits for the payment another call is charging."""
+
+    initial_interval: float = 0.02
+    max_interval: float = 0.25
+    max_wait: float = 30.0  # when the caller set no deadline
+
+
+@dataclass
+class Dependencies:
+    unit_of_work: Callable[[], UnitOfWork]
+    gateway: PaymentGateway
+    orders: Orders
+    holds: Holds
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    # A PENDING row older than this is presumed orphaned by a crash; whoever sees it may
+    # settle it (the gateway is idempotent by payment id; the conditional update keeps one
+    # outcome and one event).
+    stale_after_seconds: float = 10.0
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessPayment:
+    order_id: str
+    customer_id: str
+    reservation_id: str  # "" when the caller gave none
+    amount: Money
+    method: PaymentMethod
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPayment:
+    payment_id: str
+    amount: Money | None  # None: everything not yet refunded
+    reason: str
+    request_id: str
+    fingerprint: bytes  # of the whole request, to refuse a reused request_id
+
+
+# ProcessPayment ─────────────────────────────────────────────────────────────────────────────
+
+
+async def process_payment(deps: Dependencies, cmd: ProcessPayment, deadline: Deadline) -> Payment:
+    """Charge the order once; return its payment (FAILED for a decline: a business outcome)."""
+    # Step 2: one payment per order; a repeat returns it without a second charge.
+    existing = await _payment_for_order(deps, cmd.order_id)
+    if existing is not None:
+        return await _outcome_of(deps, existing, cmd.customer_id, deadline)
+
+    # Step 3: the order, as Order sees it now.
+    order = await deps.orders.get_order(cmd.order_id, deadline.call_timeout())
+    if order is None:
+        raise OrderNotFound(cmd.order_id)
+    check_order(order, cmd.customer_id, cmd.amount)
+
+    # Step 4: the hold, when the caller names one; otherwise the order's own.
+    reservation_id = cmd.reservation_id
+    if reservation_id:
+        hold = await deps.holds.get_reservation(reservation_id, deadline.call_timeout())
+        if hold is None:
+            raise ReservationNotFound(reservation_id)
+        check_hold(hold, cmd.customer_id, cmd.order_id, deps.clock())
+    else:
+        reservation_id = _uuid_or_empty(order.reservation_id)
+
+    # Step 5: PENDING + PaymentRequested, or find that a concurrent call won the order.
+    pending = Payment(
+        payment_id=str(uuid.uuid4()),
+        order_id=cmd.order_id,
+        customer_id=cmd.customer_id,
+        reservation_id=reservation_id,
+        amount=cmd.amount,
+        method=cmd.method,
+    )
+    async with deps.unit_of_work() as uow:
+        recorded = await PaymentRepository(uow.conn).add(pending)
+        if recorded is not None:
+            uow.emit(_requested(recorded))
+    if recorded is None:
+        winner = await _payment_for_order(deps, cmd.order_id)
+        assert winner is not None, "the conflicting payment is committed"
+        return await _outcome_of(deps, winner, cmd.customer_id, deadline)
+
+    # Steps 6 and 7.
+    return await settle_payment(deps, recorded)
+
+
+async def settle_payment(deps: Dependencies, payment: Payment) -> Payment:
+    """Charge a PENDING payment and record the outcome with its event, once."""
+    outcome = await charge_with_retries(deps.gateway, payment, deps.retry)
+    payment.settle(outcome)
+    async with deps.unit_of_work() as uow:
+        payments = PaymentRepository(uow.conn)
+        recorded = await payments.record_settlement(payment)
+        if recorded is None:  # settled meanwhile (recovery, or a duplicate that found it stale)
+            current = await payments.get(payment.payment_id)
+            assert current is not None
+            return current
+        uow.emit(_succeeded(recorded) if recorded.is_charged else _failed(recorded))
+    log.info(
+        "payment %s for order %s %s",
+        recorded.payment_id,
+        recorded.order_id,
+        recorded.status.value,
+        extra={"payment_id": recorded.payment_id, "error_code": recorded.error_code},
+    )
+    return recorded
+
+
+async def charge_with_retries(
+    gateway: PaymentGateway, payment: Payment, policy: RetryPolicy
+) -> ChargeOutcome:
+    """Retry a processor that is unavailable; if it stays so, the payment fails with
+    PROCESSING_ERROR (DESIGN §3) rather than hanging PENDING."""
+    delays = policy.delays()
+    for attempt in range(policy.attempts):
+        try:
+            return await gateway.charge(payment.payment_id, payment.amount, payment.method)
+        except GatewayUnavailable as error:
+            last = error
+            log.warning(
+                "gateway unavailable for payment %s (attempt %d of %d): %s",
+                payment.payment_id,
+                attempt + 1,
+                policy.attempts,
+                error,
+            )
+            if attempt < len(delays):
+                await policy.sleep(delays[attempt])
+    return ChargeOutcome(
+        succeeded=False,
+        error_code=PROCESSING_ERROR,
+        error_message="The payment processor is unavailable",
+        failure_reason=(
+            f"The payment gateway was unavailable after {policy.attempts} attempts: {last}"
+        ),
+        is_simulated=last.is_simulated,
+        simulated_response=last.response,
+    )
+
+
+async def _payment_for_order(deps: Dependencies, order_id: str) -> Payment | None:
+    async with deps.unit_of_work() as uow:
+        return await PaymentRepository(uow.conn).for_order(order_id)
+
+
+async def _outcome_of(
+    deps: Dependencies, payment: Payment, customer_id: str, deadline: Deadline
+) -> Payment:
+    if payment.customer_id != customer_id:
+        raise OrderNotOwned(payment.order_id)
+    return await wait_for_outcome(deps, payment, deadline)
+
+
+async def wait_for_outcome(deps: Dependencies, payment: Payment, deadline: Deadline) -> Payment:
+    """A payment another call is charging: poll until it settles, within our deadline. One
+    left PENDING by a crash (older than stale_after_seconds) we settle ourselves."""
+    loop = asyncio.get_running_loop()
+    remaining = deadline.remaining()
+    budget = deps.poll.max_wait if remaining is None else remaining - 0.05
+    give_up_at = loop.time() + budget
+    interval = deps.poll.initial_interval
+    while payment.status is PaymentStatus.PENDING:
+        if _is_stale(deps, payment):
+            return await settle_payment(deps, payment)
+        if loop.time() + interval >= give_up_at:
+            raise PaymentInProgress(payment)
+        await asyncio.sleep(interval)
+        interval = min(interval * 2, deps.poll.max_interval)
+        async with deps.unit_of_work() as uow:
+            current = await PaymentRepository(uow.conn).get(payment.payment_id)
+        assert current is not None
+        payment = current
+    return payment
+
+
+def _is_stale(deps: Dependencies, payment: Payment) -> bool:
+    return payment.created_at is not None and deps.clock() - payment.created_at > timedelta(
+        seconds=deps.stale_after_seconds
+    )
+
+
+def _uuid_or_empty(value: str) -> str:
+    try:
+        return str(uuid.UUID(value)) if value else ""
+    except ValueError:
+        return ""  # not ours to trust blindly; the payment simply names no hold
+
+
+# Reads ──────────────────────────────────────────────────────────────────────────────────────
+
+
+async def get_payment(uow: UnitOfWork, payment_id: str) -> Payment:
+    payment = await PaymentRepository(uow.conn).get(payment_id)
+    if payment is None:
+        raise PaymentNotFound(payment_id)
+    return payment
+
+
+async def list_payments(
+    uow: UnitOfWork,
+    order_id: str | None,
+    customer_id: str | None,
+    after: PageCursor | None,
+    limit: int,
+) -> list[Payment]:
+    return await PaymentRepository(uow.conn).page(order_id, customer_id, after, limit)
+
+
+# RefundPayment ──────────────────────────────────────────────────────────────────────────────
+
+
+async def refund_payment(deps: Dependencies, cmd: RefundPayment) -> tuple[Refund, Payment]:
+    """Record the refund under the payment's row lock, refund at the gateway, then record the
+    money as given back (payment.refunded, status, PaymentRefunded) in one transaction."""
+    refund: Refund | None = None
+    payment: Payment | None = None
+    for attempt in range(2):
+        try:
+            refund, payment = await _record_refund(deps, cmd)
+            break
+        except sa_exc.IntegrityError as error:
+            # A concurrent call with this request_id recorded first: go and find it.
+            if attempt == 0 and "refunds_request_id_unique" in str(error.orig):
+                continue
+            raise
+    assert refund is not None
+    assert payment is not None
+    if refund.status is RefundStatus.PENDING:
+        return await settle_refund(deps, refund)
+    return refund, payment
+
+
+async def _record_refund(deps: Dependencies, cmd: RefundPayment) -> tuple[Refund, Payment]:
+    async with deps.unit_of_work() as uow:
+        payments, refunds = PaymentRepository(uow.conn), RefundRepository(uow.conn)
+        found = await refunds.by_request_id(cmd.request_id)
+        if found is not None:
+            refund, fingerprint = found
+            if fingerprint != cmd.fingerprint:
+                raise IdempotencyKeyReused(cmd.request_id)
+            payment = await payments.get(refund.payment_id)
+            assert payment is not None
+            return refund, payment
+        # The row lock serializes refunds of one payment: each one sees what the others took.
+        payment = await payments.get(cmd.payment_id, for_update=True)
+        if payment is None:
+            raise PaymentNotFound(cmd.payment_id)
+        amount = payment.plan_refund(cmd.amount, await refunds.pending_total(cmd.payment_id))
+        refund = await refunds.add(
+            Refund(
+                refund_id=str(uuid.uuid4()),
+                payment_id=payment.payment_id,
+                amount=amount,
+                reason=cmd.reason,
+                request_id=cmd.request_id,
+            ),
+            cmd.fingerprint,
+        )
+        uow.emit(_refund_requested(refund, payment))
+        return refund, payment
+
+
+async def settle_refund(deps: Dependencies, refund: Refund) -> tuple[Refund, Payment]:
+    outcome = await refund_with_retries(deps.gateway, refund, deps.retry)
+    refund.settle(outcome)
+    async with deps.unit_of_work() as uow:
+        payments, refunds = PaymentRepository(uow.conn), RefundRepository(uow.conn)
+        # Payment row first, as when a refund is recorded: one lock order everywhere.
+        payment = await payments.get(refund.payment_id, for_update=True)
+        assert payment is not None
+        recorded = await refunds.record_settlement(refund)
+        if recorded is None:  # settled meanwhile by a retry or the recovery job
+            current = await refunds.get(refund.refund_id)
+            assert current is not None
+            return current, payment
+        if recorded.status is RefundStatus.SUCCEEDED:
+            payment.apply_refund(recorded.amount)
+            payment = await payments.record_refunded(payment)
+            uow.emit(_refunded(recorded, payment))
+    return recorded, payment
+
+
+async def refund_with_retries(
+    gateway: PaymentGateway, refund: Refund, policy: RetryPolicy
+) -> RefundOutcome:
+    """Unlike a charge, a refund the processor could not take stays PENDING (the money is
+    owed): the caller gets UNAVAILABLE, and a retry or the recovery job completes it."""
+    delays = policy.delays()
+    for attempt in range(policy.attempts):
+        try:
+            return await gateway.refund(refund.refund_id, refund.payment_id, refund.amount)
+        except GatewayUnavailable as error:
+            log.warning("gateway unavailable for refund %s: %s", refund.refund_id, error)
+            if attempt < len(delays):
+                await policy.sleep(delays[attempt])
+    raise GatewayDown("refund")
+
+
+# Recovery ───────────────────────────────────────────────────────────────────────────────────
+
+
+async def settle_stale(deps: Dependencies, batch: int = 100) -> int:
+    """Settle payments and refunds a crash left PENDING. Returns how many it settled (a
+    refund whose gateway is still down is not counted: the caller must not spin on it)."""
+    async with deps.unit_of_work() as uow:
+        payments = await PaymentRepository(uow.conn).stale_pending(deps.stale_after_seconds, batch)
+        refunds = await RefundRepository(uow.conn).stale_pending(deps.stale_after_seconds, batch)
+    settled_count = 0
+    for payment in payments:
+        settled = await settle_payment(deps, payment)
+        settled_count += 1
+        log.info("recovered payment %s: %s", settled.payment_id, settled.status.value)
+    for refund in refunds:
+        try:
+            settled_refund, _ = await settle_refund(deps, refund)
+        except GatewayDown:
+            log.warning("refund %s still cannot reach the gateway", refund.refund_id)
+            continue
+        settled_count += 1
+        log.info("recovered refund %s: %s", settled_refund.refund_id, settled_refund.status.value)
+    return settled_count
+
+
+# Events ─────────────────────────────────────────────────────────────────────────────────────
+
+
+def _payment_fields(p: Payment) -> dict[str, object]:
+    return {
+        "payment_id": p.payment_id,
+        "order_id": p.order_id,
+        "customer_id": p.customer_id,
+        "reservation_id": p.reservation_id,
+        "amount": money_to_proto(p.amount),
+        "payment_method": method_to_proto(p.method),
+    }
+
+
+def _requested(p: Payment) -> events_pb2.PaymentRequested:
+    return new_event(events_pb2.PaymentRequested, **_payment_fields(p))
+
+
+def _processed_at(p: Payment) -> dict[str, object]:
+    return {"processed_at": timestamp(p.processed_at)} if p.processed_at else {}
+
+
+def _succeeded(p: Payment) -> events_pb2.PaymentSucceeded:
+    return new_event(
+        events_pb2.PaymentSucceeded,
+        **_payment_fields(p),
+        **_processed_at(p),
+        transaction_id=p.transaction_id,
+        is_simulated=p.is_simulated,
+    )
+
+
+def _failed(p: Payment) -> events_pb2.PaymentFailed:
+    return new_event(
+        events_pb2.PaymentFailed,
+        **_payment_fields(p),
+        **_processed_at(p),
+        error_code=p.error_code,
+        error_message=p.error_message,
+        failure_reason=p.failure_reason,
+        is_simulated=p.is_simulated,
+    )
+
+
+def _refund_requested(r: Refund, p: Payment) -> events_pb2.RefundRequested:
+    return new_event(
+        events_pb2.RefundRequested,
+        refund_id=r.refund_id,
+        payment_id=p.payment_id,
+        order_id=p.order_id,
+        customer_id=p.customer_id,
+        amount=money_to_proto(r.amount),
+        reason=r.reason,
+    )
+
+
+def _refunded(r: Refund, p: Payment) -> events_pb2.PaymentRefunded:
+    return new_event(
+        events_pb2.PaymentRefunded,
+        refund_id=r.refund_id,
+        payment_id=p.payment_id,
+        order_id=p.order_id,
+        customer_id=p.customer_id,
+        amount=money_to_proto(r.amount),
+        refunded_total=amount_to_proto(p.amount.currency, p.refunded),
+        fully_refunded=p.fully_refunded,
+        reason=r.reason,
+        transaction_id=r.transaction_id,
+    )

@@ -1,0 +1,80 @@
+"""CreateOrder request validation: every bad field at once, as google.rpc.BadRequest names."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.money import MAX_MINOR_UNITS, Money
+from services.common.validation import Validator
+from services.order.domain.model import MAX_ITEMS, LineItem
+from services.order.entrypoints.grpc_api import validate_items
+from shop.common.v1.money_pb2 import Money as MoneyProto
+from shop.order.v1.order_pb2 import OrderItem
+
+
+def item(
+    sku: str = "SKU-1", quantity: int = 1, minor: int | None = 100, currency: str = "USD"
+) -> OrderItem:
+    if minor is None:
+        return OrderItem(sku=sku, quantity=quantity)
+    return OrderItem(
+        sku=sku, quantity=quantity, unit_price=MoneyProto(currency_code=currency, minor_units=minor)
+    )
+
+
+def bad_fields(items: list[OrderItem]) -> set[str]:
+    v = Validator()
+    validate_items(v, items)
+    return {violation.field for violation in v.violations}
+
+
+def test_good_items_become_line_items_with_the_default_currency() -> None:
+    v = Validator()
+    parsed = validate_items(v, [item(quantity=2, minor=1999, currency=""), item("B", 1, 1)])
+    assert v.violations == []
+    assert parsed == [LineItem("SKU-1", 2, Money("USD", 1999)), LineItem("B", 1, Money("USD", 1))]
+
+
+@pytest.mark.parametrize(
+    ("items", "fields"),
+    [
+        ([], {"items"}),
+        ([item(sku="")], {"items[0].sku"}),
+        ([item(sku="   ")], {"items[0].sku"}),
+        ([item(sku="x" * 129)], {"items[0].sku"}),
+        ([item(quantity=0)], {"items[0].quantity"}),
+        ([item(quantity=-3)], {"items[0].quantity"}),
+        ([item(minor=None)], {"items[0].unit_price"}),
+        ([item(minor=-1)], {"items[0].unit_price.minor_units"}),
+        ([item(currency="ABC")], {"items[0].unit_price.currency_code"}),
+        ([item(), item(currency="EUR")], {"items[1].unit_price.currency_code"}),
+        # Mixed currencies are reported alongside the item's other problems.
+        (
+            [item(), item(sku="", quantity=0, currency="EUR")],
+            {"items[1].sku", "items[1].quantity", "items[1].unit_price.currency_code"},
+        ),
+        ([item(minor=0), item("B", minor=0)], {"items"}),
+        ([item(minor=MAX_MINOR_UNITS), item("B", minor=1)], {"items"}),
+        ([item(quantity=2**31 - 1, minor=MAX_MINOR_UNITS)], {"items"}),
+        ([item()] * (MAX_ITEMS + 1), {"items"}),
+        (
+            [item(sku=""), item(quantity=0), item(minor=None), item(currency="XYZ")],
+            {
+                "items[0].sku",
+                "items[1].quantity",
+                "items[2].unit_price",
+                "items[3].unit_price.currency_code",
+            },
+        ),
+    ],
+)
+def test_bad_items_name_each_bad_field(items: list[OrderItem], fields: set[str]) -> None:
+    assert bad_fields(items) == fields
+
+
+def test_a_free_item_is_fine_next_to_a_paid_one() -> None:
+    assert bad_fields([item(minor=0), item("B", minor=1)]) == set()
+
+
+def test_the_sku_may_be_exactly_128_characters() -> None:
+    assert bad_fields([item(sku="x" * 128)]) == set()
