@@ -116,8 +116,25 @@ class Demo:
             show = False
             time.sleep(0.2)
 
-    def balance(self) -> None:
-        account = self.rpc("credit", "GetCreditAccount", {"customer_id": self.customer})["account"]
+    def balance(self, *, spent: int | None = None, timeout: float = 20.0) -> None:
+        """Show the balance; with `spent`, first wait for it (Credit applies events async)."""
+        deadline = time.monotonic() + timeout
+        show = True
+        while True:
+            account = call(
+                self.where["credit"],
+                SERVICES["credit"],
+                "GetCreditAccount",
+                {"customer_id": self.customer},
+                show=show,
+            )["account"]
+            now_spent = int(account.get("spent", {}).get("minor_units", 0))
+            if spent is None or now_spent == spent:
+                break
+            if time.monotonic() > deadline:
+                raise DemoError(f"credits spent is {now_spent}, expected {spent}")
+            show = False
+            time.sleep(0.2)
         print(
             f"  balance: available {money(account.get('available'))},"
             f" reserved {money(account.get('reserved'))}, spent {money(account.get('spent'))}"
@@ -162,7 +179,7 @@ class Demo:
         outcome = f"success={paid.get('success', False)} {payment['status']}"
         print(f"  {outcome} {payment.get('transaction_id', '')}")
         self.wait_order(order["order_id"], "PAID")
-        self.balance()
+        self.balance(spent=15000)
 
         step("5. A full refund gives the credits back")
         refunded = self.rpc(
@@ -176,7 +193,7 @@ class Demo:
         )
         print(f"  refund {money(refunded['refund']['amount'])}: {refunded['payment']['status']}")
         self.wait_order(order["order_id"], "REFUNDED")
-        self.balance()
+        self.balance(spent=0)
         print("\nThe seed story ran end to end.")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import nats
@@ -82,10 +83,11 @@ class Messaging:
     async def close(self) -> None:
         self._closing = True
         if self._nc is not None and not self._nc.is_closed:
-            try:
-                await asyncio.wait_for(self._nc.drain(), timeout=5)
-            except Exception:
-                await self._nc.close()
+            # No drain: the consumers have stopped, and an event fetched but not acked is
+            # simply redelivered. Draining cancelled pull subscriptions only stalls shutdown.
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=1)
+            await self._nc.close()
 
     async def _on_error(self, error: Exception) -> None:
         log.warning("NATS error: %s", error)
