@@ -14,8 +14,10 @@ from services.localmesh.mesh import LocalMesh
 from shop.credit.v1 import credit_pb2
 from shop.order.v1 import order_pb2, order_service_pb2
 from shop.payment.v1 import payment_pb2
+from tests.conftest import Infra
 from tests.e2e.conftest import rich_status
 from tests.e2e.shop import Shop, eventually, new_id, usd
+from tests.e2e.test_events import events_of
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +95,7 @@ async def test_paying_twice_returns_the_first_payment(shop: Shop) -> None:
     assert len(await shop.payments_of(order.order_id)) == 1
 
 
-async def test_a_concurrent_burst_for_one_order_charges_once(shop: Shop) -> None:
+async def test_a_concurrent_burst_for_one_order_charges_once(shop: Shop, infra: Infra) -> None:
     customer = shop.new_customer()
     await shop.top_up(customer, 10000)
     order = await shop.reserved_order(customer, 2500)
@@ -106,6 +108,11 @@ async def test_a_concurrent_burst_for_one_order_charges_once(shop: Shop) -> None
     await shop.reservation_in(order.reservation_id, RESERVATION.RESERVATION_STATE_CAPTURED)
     account = await shop.account(customer)
     assert account.spent.minor_units == 2500  # captured once
+    # Credit captured on the event, so it is on the stream; it must be there exactly once.
+    events = await events_of(infra.nats_url, customer)
+    assert len(events["payments.succeeded"]) == 1
+    assert len(events["payments.requested"]) == 1
+    assert len(events["credits.captured"]) == 1
 
 
 async def test_a_decline_fails_the_order_and_gives_the_credits_back(shop: Shop) -> None:
