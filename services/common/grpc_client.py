@@ -39,18 +39,22 @@ def service_config(service_name: str) -> str:
 
 
 def create_channel(
-    target: str, service_name: str, max_message_bytes: int = 4 * 1024 * 1024
+    target: str,
+    service_name: str,
+    max_message_bytes: int = 4 * 1024 * 1024,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.service_config", service_config(service_name)),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-    )
+    """Plaintext, or TLS with `credentials` (security.channel_credentials: mutual TLS)."""
+    options = [
+        ("grpc.service_config", service_config(service_name)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 def call_timeout(

@@ -153,10 +153,13 @@ async def create_server(
     service_names: Sequence[str],
     *,
     max_message_bytes: int = 4 * 1024 * 1024,
+    credentials: grpc.ServerCredentials | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> GrpcServer:
-    """Build and start a server on `address` ("host:0" picks a free port)."""
+    """Build and start a server on `address` ("host:0" picks a free port); TLS when given
+    `credentials`; `interceptors` (e.g. authorization) run inside our own."""
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor()],
+        interceptors=[ServerInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -170,7 +173,10 @@ async def create_server(
     reflection.enable_server_reflection(
         (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -13,6 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from services.common.events import STREAMS
+from services.common.security_settings import NatsSecurity, redact_url, redact_urls
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,10 @@ class Messaging:
     """Owns the NATS connection. Connecting never blocks the service's start: the outbox
     keeps events while NATS is away and `ready` is set once streams exist."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, security: NatsSecurity | None = None) -> None:
         self.url = url
         self.name = name
+        self.security = security or NatsSecurity()
         self.ready = asyncio.Event()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -49,8 +52,9 @@ class Messaging:
         while self._nc is None:
             try:
                 self._nc = await nats.connect(
-                    self.url.split(","),
+                    [url.strip() for url in self.url.split(",")],
                     name=self.name,
+                    **self._auth_options(),
                     connect_timeout=2,
                     reconnect_time_wait=0.5,
                     max_reconnect_attempts=-1,  # never give up after the first connection
@@ -62,7 +66,10 @@ class Messaging:
                 )
             except Exception as error:  # NoServersError, OSError, timeouts
                 log.warning(
-                    "NATS at %s not reachable (%s); retrying in %.1fs", self.url, error, delay
+                    "NATS at %s not reachable (%s); retrying in %.1fs",
+                    redact_urls(self.url),
+                    error,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -76,9 +83,25 @@ class Messaging:
                 await asyncio.sleep(1.0)
         log.info(
             "connected to NATS at %s",
-            self._nc.connected_url.netloc if self._nc.connected_url else self.url,
+            redact_url(self._nc.connected_url.geturl())
+            if self._nc.connected_url
+            else redact_urls(self.url),
         )
         self.ready.set()
+
+    def _auth_options(self) -> dict[str, Any]:
+        """Credentials and TLS from the settings (user:password in the URL works as well)."""
+        sec = self.security
+        options: dict[str, Any] = {}
+        if sec.user:
+            options.update(user=sec.user, password=sec.password)
+        if sec.token:
+            options["token"] = sec.token
+        if sec.creds_file:
+            options["user_credentials"] = sec.creds_file
+        if (context := sec.ssl_context()) is not None:
+            options["tls"] = context
+        return options
 
     async def close(self) -> None:
         self._closing = True

@@ -22,6 +22,7 @@ from services.common.jetstream import Messaging
 from services.common.logs import configure_logging
 from services.common.migrator import Migration, core_migrations, migrate
 from services.common.outbox import OutboxRelay
+from services.common.security import AuthorizationInterceptor, server_credentials
 from services.common.settings import CoreSettings, SettingsError
 from services.common.uow import UnitOfWork
 
@@ -86,7 +87,9 @@ async def apply_migrations(engine: AsyncEngine, spec: ServiceSpec) -> None:
 
 async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
     engine = create_engine(settings.database_url, spec.schema, pool_size=settings.db_pool_size)
-    messaging = Messaging(settings.nats_url, name=f"shop-{settings.service}")
+    messaging = Messaging(
+        settings.nats_url, name=f"shop-{settings.service}", security=settings.nats_security
+    )
     tasks: list[asyncio.Task[None]] = []
     try:
         await apply_migrations(engine, spec)
@@ -98,6 +101,8 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
             wiring.register,
             wiring.service_names,
             max_message_bytes=settings.max_message_bytes,
+            credentials=server_credentials(settings.grpc_tls) if settings.grpc_tls else None,
+            interceptors=[AuthorizationInterceptor(settings.authz)] if settings.authz else [],
         )
         jobs: list[Coroutine[Any, Any, None]] = [messaging.connect(), relay.run()]
         jobs += [consumer.run() for consumer in wiring.consumers]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from services.common.security_settings import AuthzPolicy, GrpcTls, NatsSecurity, redact_url
 
 
 class SettingsError(Exception):
@@ -87,7 +89,9 @@ class Env:
         raw = self.text(name, default)
         for server in raw.split(","):
             if urlsplit(server.strip()).scheme not in ("nats", "tls"):
-                self.problems.append(f"{name} must be nats:// or tls:// URLs, got {server!r}")
+                self.problems.append(
+                    f"{name} must be nats:// or tls:// URLs, got {redact_url(server.strip())!r}"
+                )
         return raw
 
     def done(self) -> None:
@@ -110,9 +114,14 @@ class CoreSettings:
     max_message_bytes: int
     db_pool_size: int
     outbox_poll_seconds: float
+    # Security (services/common/security_settings.py); all optional, plaintext by default.
+    grpc_tls: GrpcTls | None = None
+    authz: AuthzPolicy | None = None
+    nats_security: NatsSecurity = field(default_factory=NatsSecurity)
 
     @classmethod
     def read(cls, env: Env, service: str, default_port: int) -> CoreSettings:
+        grpc_tls = GrpcTls.read(env)
         return cls(
             service=service,
             host=env.text("GRPC_HOST", "[::]"),
@@ -127,4 +136,7 @@ class CoreSettings:
             ),
             db_pool_size=env.integer("DB_POOL_SIZE", 10, minimum=1, maximum=200),
             outbox_poll_seconds=env.number("OUTBOX_POLL_SECONDS", 1.0, minimum=0.01),
+            grpc_tls=grpc_tls,
+            authz=AuthzPolicy.read(env, grpc_tls),
+            nats_security=NatsSecurity.read(env),
         )

@@ -37,9 +37,19 @@ class MeshError(RuntimeError):
     pass
 
 
-def health_status(target: str, service: str, timeout: float = 1.0) -> str:
-    """SERVING, NOT_SERVING, … or UNREACHABLE."""
-    with grpc.insecure_channel(target) as channel:
+def health_status(
+    target: str,
+    service: str,
+    timeout: float = 1.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> str:
+    """SERVING, NOT_SERVING, … or UNREACHABLE (over TLS when given `credentials`)."""
+    channel = (
+        grpc.insecure_channel(target)
+        if credentials is None
+        else grpc.secure_channel(target, credentials)
+    )
+    with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
@@ -123,6 +133,8 @@ class LocalMesh:
     nats_url: str | None = None
     ports: Mapping[str, int] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # how the launcher reaches the services' health checks when extra_env turns TLS on
+    health_credentials: grpc.ChannelCredentials | None = None
     echo: Callable[[str], None] | None = None
     progress: Callable[[str], None] = lambda message: None
     nats: EmbeddedNats | None = None
@@ -185,7 +197,10 @@ class LocalMesh:
                         f"{name} service exited with code {code}; see {service.log_path}:\n"
                         + _tail(service.log_path)
                     )
-                if health_status(service.target, service.service_name, timeout=0.5) == "SERVING":
+                status = health_status(
+                    service.target, service.service_name, 0.5, self.health_credentials
+                )
+                if status == "SERVING":
                     self.progress(f"{name} service SERVING on {service.target}")
                     del pending[name]
             if pending and time.monotonic() > deadline:

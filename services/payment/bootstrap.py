@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.common.grpc_client import create_channel
 from services.common.migrator import load_migrations
 from services.common.runtime import Runtime, ServiceSpec, Wiring, main
+from services.common.security import channel_credentials
 from services.payment.adapters.dependencies import GrpcHolds, GrpcOrders
 from services.payment.adapters.simulator import SimulatedGateway
 from services.payment.config import PaymentSettings
@@ -29,12 +30,13 @@ RECOVERY_INTERVAL_SECONDS = 5.0
 def build_spec(settings: PaymentSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
         max_bytes = settings.core.max_message_bytes
+        tls = channel_credentials(settings.core.grpc_tls)  # mutual TLS when configured
         deps = Dependencies(
             unit_of_work=runtime.unit_of_work,
             gateway=SimulatedGateway(settings.gateway_latency_ms),
             # One channel per dependency, created once: retries UNAVAILABLE by service config.
-            orders=GrpcOrders(create_channel(settings.order_target, ORDER_SERVICE, max_bytes)),
-            holds=GrpcHolds(create_channel(settings.credit_target, CREDIT_SERVICE, max_bytes)),
+            orders=GrpcOrders(create_channel(settings.order_target, ORDER_SERVICE, max_bytes, tls)),
+            holds=GrpcHolds(create_channel(settings.credit_target, CREDIT_SERVICE, max_bytes, tls)),
             stale_after_seconds=STALE_AFTER_SECONDS + 3 * settings.gateway_latency_ms / 1000,
         )
         api = PaymentApi(deps)
