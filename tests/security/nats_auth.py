@@ -1,0 +1,25 @@
+"""An embedded nats-server that requires a user and password (from its config file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.localmesh.embedded import EmbeddedNats
+
+NATS_USER = "shop"
+NATS_PASSWORD = "nats-pw-7f3a9c"  # a throwaway secret the tests look for in logs
+
+
+class PasswordNats(EmbeddedNats):
+    name = "nats-auth"
+
+    def _command(self) -> list[str]:
+        config = self.data_dir / "auth.conf"
+        config.write_text(f'authorization {{ user: "{NATS_USER}", password: "{NATS_PASSWORD}" }}\n')
+        return [*super()._command(), "--config", str(config)]
+
+
+def start_password_nats(folder: Path) -> PasswordNats:
+    server = PasswordNats(folder, preferred_port=0)
+    server.start()
+    return server
