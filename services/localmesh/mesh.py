@@ -133,6 +133,8 @@ class LocalMesh:
     nats_url: str | None = None
     ports: Mapping[str, int] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # per service, on top of extra_env (e.g. each service's own TLS certificate)
+    service_env_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # how the launcher reaches the services' health checks when extra_env turns TLS on
     health_credentials: grpc.ChannelCredentials | None = None
     echo: Callable[[str], None] | None = None
@@ -183,7 +185,7 @@ class LocalMesh:
         env = self.service_env()
         for service in self.services.values():
             self.progress(f"starting {service.name} service on port {service.port}")
-            service.start(env, self.echo)
+            service.start({**env, **self.service_env_overrides.get(service.name, {})}, self.echo)
         self.wait_serving(timeout)
 
     def wait_serving(self, timeout: float = 60.0) -> None:
