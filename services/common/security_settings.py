@@ -17,6 +17,25 @@ if TYPE_CHECKING:
 
 ANY_IDENTITY = "*"
 
+# Off unless set: their absence is a setting (plaintext, no NATS credentials), so a manifest
+# may leave them out (tests/deploy checks every other variable a service reads is set).
+SECURITY_VARIABLES = frozenset(
+    {
+        "GRPC_TLS_CERT",
+        "GRPC_TLS_KEY",
+        "GRPC_TLS_CA",
+        "GRPC_TLS_CLIENT_AUTH",
+        "GRPC_AUTHZ_RULES",
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_TOKEN",
+        "NATS_CREDS",
+        "NATS_TLS_CA",
+        "NATS_TLS_CERT",
+        "NATS_TLS_KEY",
+    }
+)
+
 
 def redact_url(url: str) -> str:
     """The URL with its password (if any) replaced by ***; safe to log."""

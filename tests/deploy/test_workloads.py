@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from services.common.security_settings import SECURITY_VARIABLES
 from tests.deploy.manifests import Obj, Rendered, label_selector_matches, quantity, selects
 from tests.deploy.services_spec import SERVICES
 
@@ -95,7 +96,8 @@ def test_env_is_exactly_what_the_service_reads(rendered: Rendered, index: int) -
     assert not problems, f"{c['name']}: the settings refuse the manifest's env: {problems}"
     assert spec.required() <= set(env), f"{c['name']}: required variables missing"
     assert set(env) - read == set(), f"{c['name']}: set but read by no one"
-    assert read - set(env) == set(), f"{c['name']}: read but left to its default"
+    left_out = read - set(env) - SECURITY_VARIABLES  # TLS/credentials: off unless set
+    assert left_out == set(), f"{c['name']}: read but left to its default"
 
 
 def test_every_config_key_is_read_by_some_service(rendered: Rendered) -> None:

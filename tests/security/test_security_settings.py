@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from services.common.security_settings import AuthzPolicy, redact_url, redact_urls
+from services.common.security_settings import (
+    SECURITY_VARIABLES,
+    AuthzPolicy,
+    redact_url,
+    redact_urls,
+)
 from services.common.settings import SettingsError
 from services.order.config import OrderSettings
 from services.payment.config import PaymentSettings
@@ -145,3 +150,13 @@ def test_urls_are_redacted() -> None:
     found = problems({"NATS_URL": "http://shop:s3cr3t@nats:4222"})
     assert not any("s3cr3t" in p for p in found)
     assert any("http://shop:***@nats:4222" in p for p in found)
+
+
+def test_security_variables_lists_exactly_what_is_read() -> None:
+    """tests/deploy lets manifests leave these out; the list must not drift from the code."""
+    from tests.deploy.services_spec import SERVICES
+
+    for spec in SERVICES.values():
+        read, _ = spec.reads({})
+        security = {n for n in read if n.startswith(("GRPC_TLS_", "GRPC_AUTHZ_", "NATS_"))}
+        assert security - {"NATS_URL"} == SECURITY_VARIABLES
