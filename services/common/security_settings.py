@@ -122,8 +122,7 @@ class GrpcTls:
         if "GRPC_TLS_CERT" not in named or "GRPC_TLS_KEY" not in named:
             missing = sorted({"GRPC_TLS_CERT", "GRPC_TLS_KEY"} - named)
             env.problems.append(
-                f"gRPC TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY; {' and '.join(missing)} "
-                "is not set"
+                f"gRPC TLS needs both GRPC_TLS_CERT and GRPC_TLS_KEY; not set: {', '.join(missing)}"
             )
         if client_auth == "require" and "GRPC_TLS_CA" not in named:
             env.problems.append(

@@ -1,6 +1,7 @@
 """NATS with credentials: the services' connection authenticates by settings (NATS_USER /
 NATS_PASSWORD, or user:password in NATS_URL), a wrong password is refused, and the password
-never reaches the log. A real nats-server that requires them."""
+never reaches the log; NATS over TLS with a client certificate (NATS_TLS_*). Real
+nats-servers that require them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from nats.errors import NoServersError
 
 from services.common.jetstream import Messaging
 from services.common.security_settings import NatsSecurity
-from tests.security.nats_auth import NATS_PASSWORD, NATS_USER, PasswordNats, start_password_nats
+from services.order.config import OrderSettings
+from tests.security.certs import Pki
+from tests.security.nats_auth import (
+    NATS_PASSWORD,
+    NATS_USER,
+    PasswordNats,
+    TlsNats,
+    start_password_nats,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +95,41 @@ async def test_a_wrong_password_is_refused(
 
 async def test_no_credentials_is_refused(password_nats: PasswordNats) -> None:
     assert not await connect_messaging(Messaging(password_nats.url, "shop-test"), within=3)
+
+
+@pytest.fixture(scope="module")
+def tls_nats(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsNats]:
+    server_cert = pki.ca.issue("nats")
+    server = TlsNats(
+        tmp_path_factory.mktemp("nats-tls"), server_cert.cert, server_cert.key, pki.ca.cert
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_nats_over_tls_with_a_client_certificate_from_settings(
+    tls_nats: TlsNats, pki: Pki
+) -> None:
+    settings = OrderSettings.from_env(
+        {
+            "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres",
+            "NATS_URL": tls_nats.url,
+            "NATS_TLS_CA": str(pki.ca.cert),
+            "NATS_TLS_CERT": str(pki.order.cert),
+            "NATS_TLS_KEY": str(pki.order.key),
+        }
+    ).core
+    messaging = Messaging(settings.nats_url, "shop-test", settings.nats_security)
+    assert await connect_messaging(messaging, within=30)
+
+
+async def test_nats_over_tls_refuses_a_client_without_a_certificate(
+    tls_nats: TlsNats, pki: Pki
+) -> None:
+    only_ca = NatsSecurity(tls_ca=str(pki.ca.cert))
+    assert not await connect_messaging(Messaging(tls_nats.url, "shop-test", only_ca), within=3)
+    foreign = NatsSecurity(
+        tls_ca=str(pki.ca.cert), tls_cert=str(pki.stranger.cert), tls_key=str(pki.stranger.key)
+    )
+    assert not await connect_messaging(Messaging(tls_nats.url, "shop-test", foreign), within=3)

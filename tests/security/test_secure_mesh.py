@@ -6,6 +6,7 @@ that carries one. A full saga runs; strangers are refused; no secret reaches a l
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +18,7 @@ from shop.credit.v1 import credit_pb2
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from shop.payment.v1 import payment_pb2
 from tests.conftest import Infra
-from tests.e2e.conftest import rich_status
+from tests.e2e.conftest import GRPCURL, rich_status
 from tests.e2e.shop import Shop, new_id, usd
 from tests.security.certs import Issued, Pki
 from tests.security.nats_auth import NATS_PASSWORD, NATS_USER, start_password_nats
@@ -208,6 +209,37 @@ async def test_callers_without_a_valid_certificate_are_refused(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await read_something(ch, service)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, service
+
+
+@pytest.mark.parametrize(("who", "allowed"), [("client", True), ("outsider", False)])
+def test_grpcurl_with_a_client_certificate(
+    secure_mesh: tuple[LocalMesh, str], pki: Pki, who: str, allowed: bool
+) -> None:
+    """As docs/security.md says: -cacert/-cert/-key instead of -plaintext."""
+    mesh, _ = secure_mesh
+    issued: Issued = getattr(pki, who)
+    result = subprocess.run(
+        [
+            str(GRPCURL),
+            "-cacert",
+            str(pki.ca.cert),
+            "-cert",
+            str(issued.cert),
+            "-key",
+            str(issued.key),
+            "-d",
+            f'{{"customer_id": "{new_id()}"}}',
+            mesh.services["credit"].target,
+            "shop.credit.v1.CreditService/GetCreditAccount",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    # reflection answers the client; the call then reaches the servicer (no account: NotFound)
+    expected = "NotFound" if allowed else "PermissionDenied"
+    assert expected in output, output
 
 
 def test_no_secret_reaches_the_logs(secure_mesh: tuple[LocalMesh, str]) -> None:

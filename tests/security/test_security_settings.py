@@ -71,7 +71,11 @@ def test_missing_and_unreadable_files_are_named(pki: Pki, tmp_path: Path) -> Non
 
 def test_a_key_without_a_certificate_is_refused(pki: Pki) -> None:
     found = problems({"GRPC_TLS_KEY": str(pki.order.key)})
-    assert any("GRPC_TLS_CERT" in p and "is not set" in p for p in found)
+    assert any(
+        "needs both GRPC_TLS_CERT and GRPC_TLS_KEY; not set: GRPC_TLS_CERT" in p for p in found
+    )
+    found = problems({"GRPC_TLS_CA": str(pki.ca.cert)})
+    assert any("not set: GRPC_TLS_CERT, GRPC_TLS_KEY" in p for p in found)
 
 
 def test_a_key_that_is_not_the_certificates_is_refused(pki: Pki) -> None:
