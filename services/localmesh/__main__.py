@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from services.common.security_settings import redact_url, redact_urls
 from services.localmesh.mesh import LocalMesh, MeshError
 
 DATA_DIR = Path(os.environ.get("MESH_DATA_DIR", ".data"))
@@ -41,8 +42,8 @@ def banner(mesh: LocalMesh) -> str:
         "",
         "The mesh is up:",
         *(f"  {s.name:<8} {s.target:<18} {s.service_name}" for s in mesh.services.values()),
-        f"  NATS     {mesh.nats_url}",
-        f"  Postgres {mesh.database_url}",
+        f"  NATS     {redact_urls(mesh.nats_url or '')}",
+        f"  Postgres {redact_url(mesh.database_url or '')}",  # a password shows as ***
         f"  logs     {DATA_DIR / 'logs'}/<service>.log",
         "",
         "Try it (in another terminal):",

@@ -112,3 +112,21 @@ def test_a_settings_error_does_not_leak_the_password(
     assert "configuration error" in output
     assert DB_PASSWORD not in output
     assert NATS_PASSWORD not in output
+
+
+def test_make_run_banner_shows_the_urls_without_passwords(tmp_path: Path) -> None:
+    from services.localmesh.__main__ import banner
+    from services.localmesh.mesh import LocalMesh, ServiceProcess
+
+    mesh = LocalMesh(
+        data_dir=tmp_path,
+        database_url=f"postgresql://shop:{DB_PASSWORD}@db:5432/shop",
+        nats_url=f"nats://shop:{NATS_PASSWORD}@nats:4222",
+    )
+    for port, name in enumerate(("order", "credit", "payment"), start=1):
+        mesh.services[name] = ServiceProcess(name, port, tmp_path / f"{name}.log")
+    text = banner(mesh)
+    assert "postgresql://shop:***@db:5432/shop" in text
+    assert "nats://shop:***@nats:4222" in text
+    assert DB_PASSWORD not in text
+    assert NATS_PASSWORD not in text
