@@ -22,33 +22,46 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from shop.common.v1 import field_options_pb2 as shop_dot_common_dot_v1_dot_field__options__pb2
 from shop.common.v1 import money_pb2 as shop_dot_common_dot_v1_dot_money__pb2
 from shop.credit.v1 import credit_pb2 as shop_dot_credit_dot_v1_dot_credit__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shop/credit/v1/credit_service.proto\x12\x0eshop.credit.v1\x1a\x1ashop/common/v1/money.proto\x1a\x1bshop/credit/v1/credit.proto\"e\n\x13TopUpCreditsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12%\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x15.shop.common.v1.Money\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"F\n\x14TopUpCreditsResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.shop.credit.v1.CreditAccount\".\n\x17GetCreditAccountRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"J\n\x18GetCreditAccountResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.shop.credit.v1.CreditAccount\"/\n\x15GetReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"J\n\x16GetReservationResponse\x12\x30\n\x0breservation\x18\x01 \x01(\x0b\x32\x1b.shop.credit.v1.Reservation\"U\n\x17ListReservationsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"f\n\x18ListReservationsResponse\x12\x31\n\x0creservations\x18\x01 \x03(\x0b\x32\x1b.shop.credit.v1.Reservation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x99\x03\n\rCreditService\x12Y\n\x0cTopUpCredits\x12#.shop.credit.v1.TopUpCreditsRequest\x1a$.shop.credit.v1.TopUpCreditsResponse\x12\x65\n\x10GetCreditAccount\x12\'.shop.credit.v1.GetCreditAccountRequest\x1a(.shop.credit.v1.GetCreditAccountResponse\x12_\n\x0eGetReservation\x12%.shop.credit.v1.GetReservationRequest\x1a&.shop.credit.v1.GetReservationResponse\x12\x65\n\x10ListReservations\x12\'.shop.credit.v1.ListReservationsRequest\x1a(.shop.credit.v1.ListReservationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shop/credit/v1/credit_service.proto\x12\x0eshop.credit.v1\x1a\"shop/common/v1/field_options.proto\x1a\x1ashop/common/v1/money.proto\x1a\x1bshop/credit/v1/credit.proto\"\x81\x01\n\x13TopUpCreditsRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12-\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x15.shop.common.v1.MoneyB\x06\x92\xb5\x18\x02\x08\x01\x12\x1c\n\nrequest_id\x18\x03 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"F\n\x14TopUpCreditsResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.shop.credit.v1.CreditAccount\"8\n\x17GetCreditAccountRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"J\n\x18GetCreditAccountResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.shop.credit.v1.CreditAccount\"9\n\x15GetReservationRequest\x12 \n\x0ereservation_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"J\n\x16GetReservationResponse\x12\x30\n\x0breservation\x18\x01 \x01(\x0b\x32\x1b.shop.credit.v1.Reservation\"_\n\x17ListReservationsRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"f\n\x18ListReservationsResponse\x12\x31\n\x0creservations\x18\x01 \x03(\x0b\x32\x1b.shop.credit.v1.Reservation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x99\x03\n\rCreditService\x12Y\n\x0cTopUpCredits\x12#.shop.credit.v1.TopUpCreditsRequest\x1a$.shop.credit.v1.TopUpCreditsResponse\x12\x65\n\x10GetCreditAccount\x12\'.shop.credit.v1.GetCreditAccountRequest\x1a(.shop.credit.v1.GetCreditAccountResponse\x12_\n\x0eGetReservation\x12%.shop.credit.v1.GetReservationRequest\x1a&.shop.credit.v1.GetReservationResponse\x12\x65\n\x10ListReservations\x12\'.shop.credit.v1.ListReservationsRequest\x1a(.shop.credit.v1.ListReservationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.credit.v1.credit_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOPUPCREDITSREQUEST']._serialized_start=112
-  _globals['_TOPUPCREDITSREQUEST']._serialized_end=213
-  _globals['_TOPUPCREDITSRESPONSE']._serialized_start=215
-  _globals['_TOPUPCREDITSRESPONSE']._serialized_end=285
-  _globals['_GETCREDITACCOUNTREQUEST']._serialized_start=287
-  _globals['_GETCREDITACCOUNTREQUEST']._serialized_end=333
-  _globals['_GETCREDITACCOUNTRESPONSE']._serialized_start=335
-  _globals['_GETCREDITACCOUNTRESPONSE']._serialized_end=409
-  _globals['_GETRESERVATIONREQUEST']._serialized_start=411
-  _globals['_GETRESERVATIONREQUEST']._serialized_end=458
-  _globals['_GETRESERVATIONRESPONSE']._serialized_start=460
-  _globals['_GETRESERVATIONRESPONSE']._serialized_end=534
-  _globals['_LISTRESERVATIONSREQUEST']._serialized_start=536
-  _globals['_LISTRESERVATIONSREQUEST']._serialized_end=621
-  _globals['_LISTRESERVATIONSRESPONSE']._serialized_start=623
-  _globals['_LISTRESERVATIONSRESPONSE']._serialized_end=725
-  _globals['_CREDITSERVICE']._serialized_start=728
-  _globals['_CREDITSERVICE']._serialized_end=1137
+  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['amount']._loaded_options = None
+  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['amount']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['request_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_GETCREDITACCOUNTREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_GETCREDITACCOUNTREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_GETRESERVATIONREQUEST'].fields_by_name['reservation_id']._loaded_options = None
+  _globals['_GETRESERVATIONREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_LISTRESERVATIONSREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_LISTRESERVATIONSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_TOPUPCREDITSREQUEST']._serialized_start=149
+  _globals['_TOPUPCREDITSREQUEST']._serialized_end=278
+  _globals['_TOPUPCREDITSRESPONSE']._serialized_start=280
+  _globals['_TOPUPCREDITSRESPONSE']._serialized_end=350
+  _globals['_GETCREDITACCOUNTREQUEST']._serialized_start=352
+  _globals['_GETCREDITACCOUNTREQUEST']._serialized_end=408
+  _globals['_GETCREDITACCOUNTRESPONSE']._serialized_start=410
+  _globals['_GETCREDITACCOUNTRESPONSE']._serialized_end=484
+  _globals['_GETRESERVATIONREQUEST']._serialized_start=486
+  _globals['_GETRESERVATIONREQUEST']._serialized_end=543
+  _globals['_GETRESERVATIONRESPONSE']._serialized_start=545
+  _globals['_GETRESERVATIONRESPONSE']._serialized_end=619
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_start=621
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_end=716
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_start=718
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_end=820
+  _globals['_CREDITSERVICE']._serialized_start=823
+  _globals['_CREDITSERVICE']._serialized_end=1232
 # @@protoc_insertion_point(module_scope)
