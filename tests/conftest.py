@@ -6,6 +6,7 @@ installed), or the ones named by NATS_URL / DATABASE_URL when those are set.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import asyncpg
 import pytest
 
 from services.localmesh.embedded import EmbeddedNats, EmbeddedPostgres
+from services.localmesh.mesh import LocalMesh
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,19 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
             nats.stop()
         if postgres is not None:
             postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    """The three services as separate processes on free ports, on a fresh database; one per
+    session, shared by the end-to-end and the contract tests."""
+    database_url = asyncio.run(infra.create_database("e2e"))
+    mesh = LocalMesh(
+        data_dir=tmp_path_factory.mktemp("mesh"),
+        database_url=database_url,
+        nats_url=infra.nats_url,
+        ports={"order": 0, "credit": 0, "payment": 0},
+    )
+    mesh.start()
+    yield mesh
+    mesh.stop()

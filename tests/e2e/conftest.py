@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +13,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.localmesh.mesh import LocalMesh
-from tests.conftest import Infra
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
-
-
-@pytest.fixture(scope="session")
-def mesh(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
-    """The three services as separate processes on free ports, on a fresh database."""
-    database_url = asyncio.run(infra.create_database("e2e"))
-    mesh = LocalMesh(
-        data_dir=tmp_path_factory.mktemp("mesh"),
-        database_url=database_url,
-        nats_url=infra.nats_url,
-        ports={"order": 0, "credit": 0, "payment": 0},
-    )
-    mesh.start()
-    yield mesh
-    mesh.stop()
 
 
 @pytest.fixture

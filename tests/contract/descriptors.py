@@ -1,0 +1,201 @@
+"""The contract as data: a FileDescriptorSet compiled from proto/ (not the generated code),
+turned into the lists the contract suite and `make docs` iterate over.
+
+Everything is derived from the .proto files: a new RPC, request field rule or event message is
+picked up by the next run without touching a test.
+
+- methods: every `rpc` of every `service` in proto/shop;
+- field rules: the `(shop.common.v1.rules)` option on request fields (required, uuid,
+  one_of_required);
+- events: every message carrying the `(shop.common.v1.event_subject)` option; by convention
+  every top-level message of an `events.proto` file is an event and must carry it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
+
+# Imported for their side effect: the custom options become readable on parsed descriptors.
+from shop.common.v1 import event_options_pb2, field_options_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTO_DIR = ROOT / "proto"
+OWN_PACKAGE_PREFIX = "shop."
+EVENTS_FILE = "events.proto"
+
+
+def build_descriptor_set(out: Path) -> Path:
+    """Compile proto/ with buf (from the venv) or, without it, the protoc of grpcio-tools;
+    imports and source comments included."""
+    buf = Path(sys.executable).parent / "buf"
+    if not buf.exists() and shutil.which("buf"):
+        buf = Path(str(shutil.which("buf")))
+    if buf.exists():
+        command = [str(buf), "build", "--as-file-descriptor-set", "-o", str(out)]
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+        return out
+    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    command = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"--proto_path={PROTO_DIR}",
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={out}",
+        *protos,
+    ]
+    subprocess.run(command, cwd=PROTO_DIR, check=True, capture_output=True, text=True)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    message: str  # full name of the request message
+    field: str
+    required: bool
+    uuid: bool
+    one_of_required: str
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    service: str  # e.g. shop.order.v1.OrderService
+    name: str  # e.g. CreateOrder
+    input_type: str
+    output_type: str
+    comment: str
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.service.rsplit('.', 1)[-1]}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    full_name: str  # e.g. shop.order.v1.OrderCreated
+    subject: str  # "" when the option is missing (a contract error)
+    file: str
+    comment: str
+
+    @property
+    def id(self) -> str:
+        return self.full_name
+
+
+def _comment(file: descriptor_pb2.FileDescriptorProto, path: tuple[int, ...]) -> str:
+    for location in file.source_code_info.location:
+        if tuple(location.path) == path:
+            return " ".join(location.leading_comments.split())
+    return ""
+
+
+# Field numbers inside FileDescriptorProto / DescriptorProto, for source-code-info paths.
+_FILE_MESSAGE = 4
+_FILE_SERVICE = 6
+_SERVICE_METHOD = 2
+
+
+class Contract:
+    """The parsed descriptor set, with a pool that builds message classes from it."""
+
+    def __init__(self, descriptor_set: descriptor_pb2.FileDescriptorSet) -> None:
+        assert event_options_pb2.event_subject and field_options_pb2.rules  # registered
+        self.descriptor_set = descriptor_set
+        self.pool = descriptor_pool.DescriptorPool()
+        for file in descriptor_set.file:  # dependencies come first in a descriptor set
+            self.pool.Add(file)
+        self.files = [f for f in descriptor_set.file if f.package.startswith(OWN_PACKAGE_PREFIX)]
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Contract:
+        if path is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                data = build_descriptor_set(Path(tmp) / "shop.binpb").read_bytes()
+        else:
+            data = path.read_bytes()
+        return cls(descriptor_pb2.FileDescriptorSet.FromString(data))
+
+    @cached_property
+    def services(self) -> list[str]:
+        return [f"{f.package}.{s.name}" for f in self.files for s in f.service]
+
+    @cached_property
+    def methods(self) -> list[Method]:
+        found = []
+        for file in self.files:
+            for s_index, service in enumerate(file.service):
+                for m_index, method in enumerate(service.method):
+                    path = (_FILE_SERVICE, s_index, _SERVICE_METHOD, m_index)
+                    found.append(
+                        Method(
+                            service=f"{file.package}.{service.name}",
+                            name=method.name,
+                            input_type=method.input_type.lstrip("."),
+                            output_type=method.output_type.lstrip("."),
+                            comment=_comment(file, path),
+                        )
+                    )
+        return found
+
+    @cached_property
+    def events(self) -> list[Event]:
+        """Messages with a subject, plus every top-level message of an events.proto file
+        (with subject "" when it lacks the option, so the suite can name it)."""
+        found = []
+        for file in self.files:
+            for index, message in enumerate(file.message_type):
+                subject = message.options.Extensions[event_options_pb2.event_subject]
+                if subject or Path(file.name).name == EVENTS_FILE:
+                    found.append(
+                        Event(
+                            full_name=f"{file.package}.{message.name}",
+                            subject=subject,
+                            file=file.name,
+                            comment=_comment(file, (_FILE_MESSAGE, index)),
+                        )
+                    )
+        return found
+
+    def field_rules(self, message_name: str) -> list[FieldRule]:
+        message = self.pool.FindMessageTypeByName(message_name)
+        proto = descriptor_pb2.DescriptorProto()
+        message.CopyToProto(proto)
+        rules = []
+        for field in proto.field:
+            rule = field.options.Extensions[field_options_pb2.rules]
+            if rule.required or rule.uuid or rule.one_of_required:
+                rules.append(
+                    FieldRule(
+                        message_name, field.name, rule.required, rule.uuid, rule.one_of_required
+                    )
+                )
+        return rules
+
+    def message_class(self, full_name: str) -> type[Message]:
+        return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(full_name))
+
+    def message_names(self, full_name: str) -> set[str]:
+        """The message and every message type it reaches through its fields."""
+        seen: set[str] = set()
+        pending = [self.pool.FindMessageTypeByName(full_name)]
+        while pending:
+            message = pending.pop()
+            if message.full_name in seen:
+                continue
+            seen.add(message.full_name)
+            pending += [f.message_type for f in message.fields if f.message_type is not None]
+        return seen
