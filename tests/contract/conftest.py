@@ -69,8 +69,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for name in rows:
             cells = COVERAGE[(kind, name)]
             write(
-                f"{name:<{width}}  "
-                + "  ".join(f"{cells.get(c, '-'):<{len(c)}}" for c in checks)
+                f"{name:<{width}}  " + "  ".join(f"{cells.get(c, '-'):<{len(c)}}" for c in checks)
             )
         write("")
 

@@ -93,7 +93,7 @@ class Event:
 
     @property
     def id(self) -> str:
-        return self.full_name
+        return f"{self.full_name} -> {self.subject or '(no subject)'}"
 
 
 def _comment(file: descriptor_pb2.FileDescriptorProto, path: tuple[int, ...]) -> str:
@@ -113,7 +113,6 @@ class Contract:
     """The parsed descriptor set, with a pool that builds message classes from it."""
 
     def __init__(self, descriptor_set: descriptor_pb2.FileDescriptorSet) -> None:
-        assert event_options_pb2.event_subject and field_options_pb2.rules  # registered
         self.descriptor_set = descriptor_set
         self.pool = descriptor_pool.DescriptorPool()
         for file in descriptor_set.file:  # dependencies come first in a descriptor set
