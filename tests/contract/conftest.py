@@ -59,7 +59,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     write = terminalreporter.write_line
     terminalreporter.section("contract coverage (derived from proto/)")
-    for kind in ("rpc", "event", "service"):
+    for kind in ("rpc", "event", "service", "consumer"):
         rows = sorted(name for k, name in COVERAGE if k == kind)
         if not rows:
             continue
