@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto' | sort)
+# The git ref `buf breaking` compares proto/ with (a branch, tag or sha); see docs/contract.md.
+BREAKING_AGAINST ?= HEAD~1
 
 .PHONY: help
 help: ## Show this help
@@ -43,12 +45,22 @@ test-unit: venv ## Run only the unit tests (no servers)
 	$(PY) -m pytest tests/unit
 
 .PHONY: lint
-lint: venv generate-check ## ruff, mypy --strict, buf lint and buf format
+lint: venv generate-check ## ruff, mypy --strict, buf lint, buf format, buf breaking, docs check
 	$(BIN)/ruff check services tests scripts
 	$(BIN)/ruff format --check services tests scripts
 	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(BIN)/buf format --exit-code -d
+	$(PY) scripts/check_breaking.py $(BREAKING_AGAINST)
+	$(PY) scripts/contract_docs.py --check
+
+.PHONY: breaking
+breaking: venv ## buf breaking: proto/ against BREAKING_AGAINST (default HEAD~1; any ref)
+	$(PY) scripts/check_breaking.py $(BREAKING_AGAINST)
+
+.PHONY: docs
+docs: venv ## Regenerate the RPC and event table of docs/contract.md from proto/
+	$(PY) scripts/contract_docs.py
 
 .PHONY: fmt
 fmt: venv ## Format Python and proto sources

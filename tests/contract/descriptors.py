@@ -13,6 +13,9 @@ picked up by the next run without touching a test.
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import shutil
 import subprocess
 import sys
@@ -20,9 +23,13 @@ import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any, cast
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
+
+import services
+from services.common.inbox import Consumer
 
 # Imported for their side effect: the custom options become readable on parsed descriptors.
 from shop.common.v1 import event_options_pb2, field_options_pb2
@@ -198,3 +205,23 @@ class Contract:
             seen.add(message.full_name)
             pending += [f.message_type for f in message.fields if f.message_type is not None]
         return seen
+
+
+def service_consumers() -> list[tuple[str, Consumer]]:
+    """The durable consumers each service defines (services/<name>/entrypoints/events.py),
+    built with placeholders: only their names and handlers are read."""
+    found: list[tuple[str, Consumer]] = []
+    for module in pkgutil.iter_modules(services.__path__):
+        try:
+            events = importlib.import_module(f"services.{module.name}.entrypoints.events")
+        except ModuleNotFoundError:
+            continue
+        factory = getattr(events, "consumers", None)
+        if factory is None:
+            continue
+        placeholders: dict[str, Any] = {
+            name: 1 if parameter.annotation in ("int", "float") else cast(Any, None)
+            for name, parameter in inspect.signature(factory).parameters.items()
+        }
+        found += [(module.name, consumer) for consumer in factory(**placeholders)]
+    return found

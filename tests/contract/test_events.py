@@ -10,11 +10,7 @@ from proto/. Every subject a service subscribes to must be declared by some even
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
-import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 import grpc
 import nats
@@ -22,13 +18,11 @@ import pytest
 from google.protobuf.message import DecodeError, Message
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-import services
-from services.common.inbox import Consumer
 from services.localmesh.mesh import LocalMesh
 from shop.order.v1 import order_pb2, order_service_pb2
 from tests.conftest import Infra
 from tests.contract.conftest import CONTRACT
-from tests.contract.descriptors import Event
+from tests.contract.descriptors import Event, service_consumers
 from tests.e2e.shop import Shop
 
 pytestmark = pytest.mark.e2e
@@ -140,26 +134,6 @@ async def saga_run(mesh: LocalMesh, infra: Infra) -> SagaRun:
             break
         await asyncio.sleep(0.5)
     return run
-
-
-def service_consumers() -> list[tuple[str, Consumer]]:
-    """The durable consumers each service defines (services/<name>/entrypoints/events.py),
-    built with placeholders: only their names and handlers are read."""
-    found: list[tuple[str, Consumer]] = []
-    for module in pkgutil.iter_modules(services.__path__):
-        try:
-            events = importlib.import_module(f"services.{module.name}.entrypoints.events")
-        except ModuleNotFoundError:
-            continue
-        factory = getattr(events, "consumers", None)
-        if factory is None:
-            continue
-        placeholders: dict[str, Any] = {
-            name: 1 if parameter.annotation in ("int", "float") else cast(Any, None)
-            for name, parameter in inspect.signature(factory).parameters.items()
-        }
-        found += [(module.name, consumer) for consumer in factory(**placeholders)]
-    return found
 
 
 CONSUMERS = service_consumers()
