@@ -99,6 +99,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
+            except NotImplementedError:  # a generated base method: declared, not implemented
+                code = grpc.StatusCode.UNIMPLEMENTED
+                await context.abort(code, f"{method} is not implemented")
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unhandled error in %s", method)
