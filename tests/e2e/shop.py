@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
+import nats
+from google.protobuf.message import Message
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from services.common.events import EVENT_TYPES, STREAMS
 from shop.common.v1.money_pb2 import Money
 from shop.credit.v1 import credit_pb2, credit_service_pb2, credit_service_pb2_grpc
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
@@ -182,3 +186,35 @@ class Shop:
                 if r.state == credit_pb2.RESERVATION_STATE_ACTIVE
             )
             assert account.reserved.minor_units == active, (account, holds)
+
+
+async def events_of(
+    nats_url: str, customer: str
+) -> dict[str, list[tuple[Message, dict[str, str]]]]:
+    """Every event of `customer` on the streams, by subject, with its headers."""
+    nc = await nats.connect(nats_url)
+    found: dict[str, list[tuple[Message, dict[str, str]]]] = {}
+    try:
+        js = nc.jetstream()
+        for stream, subjects in STREAMS.items():
+            sub = await js.pull_subscribe(
+                subjects, stream=stream, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+            )
+            while True:
+                try:
+                    batch = await sub.fetch(500, timeout=1)
+                except TimeoutError:
+                    break
+                for msg in batch:
+                    headers = dict(msg.headers or {})
+                    cls = EVENT_TYPES.get(headers.get("ce-type", ""))
+                    if cls is None:
+                        continue
+                    event = cls.FromString(msg.data)
+                    if getattr(event, "customer_id", "") == customer:
+                        found.setdefault(msg.subject, []).append((event, headers))
+                    await msg.ack()
+            await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return found
