@@ -24,6 +24,7 @@ RUN purelib="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_pa
     && mv /opt/venv/shop-gen/shop "$purelib"/shop \
     && rmdir /opt/venv/shop-gen \
     && chmod 0555 /opt/venv/bin/shop-entrypoint \
+    && /opt/venv/bin/python -m pip uninstall --yes --quiet pip \
     && /opt/venv/bin/python -m compileall -q "$purelib"
 
 # ---- runtime: the interpreter, the venv, a non-root user; no compilers, no pip -------------

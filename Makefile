@@ -84,3 +84,6 @@ clean-data: ## Wipe the local mesh's data folder (.data/)
 .PHONY: clean
 clean: ## Remove the venv and caches (keeps .data/)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Container image and Kubernetes (kind) targets: docs/deploy.md
+include deploy/k8s.mk

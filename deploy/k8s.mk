@@ -97,3 +97,7 @@ smoke: venv ## Port-forward the services and run the demo flow with grpcurl
 kind-down: ## Delete the kind cluster
 	$(require_kind)
 	kind delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: image-test
+image-test: venv ## Build the image with podman (debootstrap base, local wheels) and run each service from it
+	PYTHON="$(PY)" bash deploy/scripts/image-test.sh
