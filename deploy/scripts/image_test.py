@@ -8,7 +8,8 @@
 4. embedded NATS (JetStream) and PostgreSQL on free ports; each service's `migrate` (twice:
    idempotent) and then each service from the image, `--read-only` (no tmpfs either), as the
    image's non-root user, on the host network: gRPC health must answer SERVING for the
-   service's own name, then SIGTERM must stop it cleanly (exit 0) within the grace period.
+   service's own name; the pods' preStop command (`drain`) must turn it NOT_SERVING while
+   the server still answers; then SIGTERM must stop it cleanly (exit 0) within the grace.
 
 Artefacts are cached in .cache/image-test/ (git-ignored): remove it for a clean run.
 Run through deploy/scripts/image-test.sh (installs podman, runc and debootstrap when missing).
@@ -55,6 +56,7 @@ GRACE_SECONDS = 20.0  # SHUTDOWN_GRACE_SECONDS of the manifests (base ConfigMap)
 TERMINATION_SECONDS = 30  # terminationGracePeriodSeconds: SIGKILL after this
 SERVING_DEADLINE = 180.0
 UID = 10001
+DRAIN = ["/opt/venv/bin/shop-entrypoint", "drain", "1"]  # the manifests' preStop (1 s, not 5)
 
 STARTED = time.monotonic()
 
@@ -388,6 +390,17 @@ def run_services(database_url: str, nats_url: str) -> None:
             say(f"{name}: health SERVING for {SERVICES[name]} at {target}, uid {uid}")
 
         for name, container in containers.items():
+            # the pods' preStop hook: NOT_SERVING while the server still answers
+            run(podman("exec", container, *DRAIN), quiet=True, timeout=60)
+            deadline = time.monotonic() + 30
+            status = health(f"127.0.0.1:{ports[name]}", SERVICES[name])
+            while status != "NOT_SERVING" and time.monotonic() < deadline:
+                time.sleep(0.2)
+                status = health(f"127.0.0.1:{ports[name]}", SERVICES[name])
+            if status != "NOT_SERVING":
+                dump_logs(container)
+                raise SystemExit(f"error: after `{' '.join(DRAIN)}` {name}'s health is {status}")
+            say(f"{name}: preStop `{' '.join(DRAIN)}` -> health NOT_SERVING, still answering")
             begun = time.monotonic()
             run(
                 podman("stop", "--time", str(TERMINATION_SECONDS), container),

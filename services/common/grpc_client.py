@@ -19,9 +19,11 @@ DEADLINE_MARGIN = 0.05
 
 
 def service_config(service_name: str) -> str:
-    """Retry UNAVAILABLE (the server is down, restarting or overloaded) with backoff."""
+    """Retry UNAVAILABLE (the server is down, restarting or overloaded) with backoff; spread
+    calls over every address the target resolves to (a headless Service: one per pod)."""
     return json.dumps(
         {
+            "loadBalancingConfig": [{"round_robin": {}}],
             "methodConfig": [
                 {
                     "name": [{"service": service_name}],
@@ -33,7 +35,7 @@ def service_config(service_name: str) -> str:
                         "retryableStatusCodes": ["UNAVAILABLE"],
                     },
                 }
-            ]
+            ],
         }
     )
 

@@ -1,5 +1,6 @@
 """The shared process lifecycle of every service: settings → logs → migrations → NATS,
-relay and consumers → gRPC server SERVING; SIGTERM → NOT_SERVING → stop(grace) → close."""
+relay and consumers → gRPC server SERVING; SIGTERM → NOT_SERVING → stop(grace) → close.
+SIGUSR1 (the pod's preStop) → NOT_SERVING while still serving, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -115,6 +116,12 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+
+        def drain() -> None:  # the pod's preStop (docs/deploy.md): NOT_SERVING, still serving
+            log.info("draining: health NOT_SERVING; calls are still served until SIGTERM")
+            tasks.append(asyncio.create_task(server.health.enter_graceful_shutdown()))
+
+        loop.add_signal_handler(signal.SIGUSR1, drain)
         await server.set_serving(True)
         log.info(
             "%s service SERVING on port %d",

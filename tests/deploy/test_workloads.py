@@ -15,6 +15,7 @@ from tests.deploy.services_spec import SERVICES
 
 PLACEHOLDER_DATABASE_URL = "postgresql://user:secret@db.example.internal:5432/shop"
 IMAGE_USER = 10001  # the Dockerfile's USER (tests/deploy/test_dockerfile.py checks it)
+DOCKER_ENTRYPOINT = "/opt/venv/bin/shop-entrypoint"  # the Dockerfile's ENTRYPOINT
 
 
 def deployment(rendered: Rendered, name: str) -> Obj:
@@ -234,7 +235,10 @@ def test_grace_period_covers_prestop_and_the_server_grace(rendered: Rendered, se
     pod = deployment(rendered, service)["spec"]["template"]["spec"]
     c = container(pod, service)
     grace = SERVICES[service].settings(resolved_env(rendered, c)).core.shutdown_grace_seconds
-    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # the image's `drain SECONDS`: health NOT_SERVING while still serving, then a wait
+    command = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == [DOCKER_ENTRYPOINT, "drain"], command
+    pre_stop = int(command[2])
     margin = pod["terminationGracePeriodSeconds"] - pre_stop - grace
     # enough to close NATS and the pool after the grace; not so much that it means nothing
     assert 2 <= margin <= 10, (pod["terminationGracePeriodSeconds"], pre_stop, grace)
