@@ -440,6 +440,8 @@ def dump_logs(container: str) -> None:
 
 def main() -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
+    for leftover in CACHE.glob("rootfs-*"):  # an interrupted debootstrap
+        shutil.rmtree(leftover, ignore_errors=True)
     ensure_base_image()
     wheels = ensure_wheelhouse()
     build_image(wheels)
