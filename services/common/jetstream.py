@@ -27,10 +27,13 @@ class Messaging:
     """Owns the NATS connection. Connecting never blocks the service's start: the outbox
     keeps events while NATS is away and `ready` is set once streams exist."""
 
-    def __init__(self, url: str, name: str, security: NatsSecurity | None = None) -> None:
+    def __init__(
+        self, url: str, name: str, security: NatsSecurity | None = None, replicas: int = 1
+    ) -> None:
         self.url = url
         self.name = name
         self.security = security or NatsSecurity()
+        self.replicas = replicas
         self.ready = asyncio.Event()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -76,7 +79,7 @@ class Messaging:
         self._js = self._nc.jetstream(timeout=5)
         while True:
             try:
-                await ensure_streams(self._js)
+                await ensure_streams(self._js, self.replicas)
                 break
             except Exception as error:
                 log.warning("cannot create JetStream streams yet (%s); retrying", error)
@@ -124,14 +127,16 @@ class Messaging:
         log.info("reconnected to NATS")
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update the three streams; safe to run from every replica at every start."""
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create or update the three streams; safe to run from every replica at every start.
+    `replicas` copies of each (NATS_STREAM_REPLICAS); durable consumers follow the stream."""
     for name, subject in STREAMS.items():
         config = StreamConfig(
             name=name,
             subjects=[subject],
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
         )
         try:
             await js.stream_info(name)

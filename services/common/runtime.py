@@ -89,7 +89,10 @@ async def apply_migrations(engine: AsyncEngine, spec: ServiceSpec) -> None:
 async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
     engine = create_engine(settings.database_url, spec.schema, pool_size=settings.db_pool_size)
     messaging = Messaging(
-        settings.nats_url, name=f"shop-{settings.service}", security=settings.nats_security
+        settings.nats_url,
+        name=f"shop-{settings.service}",
+        security=settings.nats_security,
+        replicas=settings.nats_stream_replicas,
     )
     tasks: list[asyncio.Task[None]] = []
     try:

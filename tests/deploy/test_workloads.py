@@ -212,6 +212,14 @@ def test_nats_url_names_the_nats_service_or_its_members(rendered: Rendered) -> N
         assert len(urls) == nats["spec"]["replicas"]
 
 
+def test_streams_have_one_copy_per_nats_member(rendered: Rendered) -> None:
+    members = rendered.get("StatefulSet", "nats")["spec"]["replicas"]
+    for name, c, _ in service_containers(rendered):
+        settings = SERVICES[name].settings(resolved_env(rendered, c))
+        # fewer copies: losing a member loses streams; more: the streams cannot be created
+        assert settings.core.nats_stream_replicas == members, c["name"]
+
+
 def test_database_url_points_at_the_in_cluster_postgres_in_kind(
     rendered_overlays: dict[str, Rendered],
 ) -> None:

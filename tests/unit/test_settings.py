@@ -28,3 +28,15 @@ def test_every_problem_is_reported_in_one_message() -> None:
 def test_port_range_is_checked() -> None:
     with pytest.raises(SettingsError, match="CREDIT_PORT"):
         CreditSettings.from_env({"DATABASE_URL": "postgresql://db/x", "CREDIT_PORT": "70000"})
+
+
+def test_stream_replicas_default_to_one_and_are_bounded() -> None:
+    base = {"DATABASE_URL": "postgresql://db/x"}
+    assert CreditSettings.from_env(base).core.nats_stream_replicas == 1
+    assert (
+        CreditSettings.from_env({**base, "NATS_STREAM_REPLICAS": "3"}).core.nats_stream_replicas
+        == 3
+    )
+    for bad in ("0", "6", "three"):
+        with pytest.raises(SettingsError, match="NATS_STREAM_REPLICAS"):
+            CreditSettings.from_env({**base, "NATS_STREAM_REPLICAS": bad})
