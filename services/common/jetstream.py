@@ -129,7 +129,7 @@ class Messaging:
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     """Create or update the three streams; safe to run from every replica at every start.
-    `replicas` copies of each (NATS_STREAM_REPLICAS); durable consumers follow the stream."""
+    `replicas` copies of each (JETSTREAM_REPLICAS); durable consumers follow the stream."""
     for name, subject in STREAMS.items():
         config = StreamConfig(
             name=name,

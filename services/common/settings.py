@@ -138,7 +138,7 @@ class CoreSettings:
             db_pool_size=env.integer("DB_POOL_SIZE", 10, minimum=1, maximum=200),
             outbox_poll_seconds=env.number("OUTBOX_POLL_SECONDS", 1.0, minimum=0.01),
             # copies of each JetStream stream: 3 on a 3-member cluster, 1 on a single server
-            nats_stream_replicas=env.integer("NATS_STREAM_REPLICAS", 1, minimum=1, maximum=5),
+            nats_stream_replicas=env.integer("JETSTREAM_REPLICAS", 1, minimum=1, maximum=5),
             grpc_tls=grpc_tls,
             authz=AuthzPolicy.read(env, grpc_tls),
             nats_security=NatsSecurity.read(env),

@@ -1,5 +1,5 @@
 """The production shape of NATS (deploy/k8s/production): a 3-member JetStream cluster with
-routes, and the services' streams created with NATS_STREAM_REPLICAS=3, so an event is still
+routes, and the services' streams created with JETSTREAM_REPLICAS=3, so an event is still
 published and kept when one member is down."""
 
 from __future__ import annotations
