@@ -34,8 +34,7 @@ def test_stream_replicas_default_to_one_and_are_bounded() -> None:
     base = {"DATABASE_URL": "postgresql://db/x"}
     assert CreditSettings.from_env(base).core.nats_stream_replicas == 1
     assert (
-        CreditSettings.from_env({**base, "JETSTREAM_REPLICAS": "3"}).core.nats_stream_replicas
-        == 3
+        CreditSettings.from_env({**base, "JETSTREAM_REPLICAS": "3"}).core.nats_stream_replicas == 3
     )
     for bad in ("0", "6", "three"):
         with pytest.raises(SettingsError, match="JETSTREAM_REPLICAS"):
