@@ -46,8 +46,8 @@ test-unit: venv ## Run only the unit tests (no servers)
 
 .PHONY: lint
 lint: venv generate-check ## ruff, mypy --strict, buf lint, buf format, buf breaking, docs check
-	$(BIN)/ruff check services tests scripts
-	$(BIN)/ruff format --check services tests scripts
+	$(BIN)/ruff check services tests scripts deploy/scripts
+	$(BIN)/ruff format --check services tests scripts deploy/scripts
 	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(BIN)/buf format --exit-code -d
@@ -64,8 +64,8 @@ docs: venv ## Regenerate the RPC and event table of docs/contract.md from proto/
 
 .PHONY: fmt
 fmt: venv ## Format Python and proto sources
-	$(BIN)/ruff format services tests scripts
-	$(BIN)/ruff check --fix services tests scripts
+	$(BIN)/ruff format services tests scripts deploy/scripts
+	$(BIN)/ruff check --fix services tests scripts deploy/scripts
 	$(BIN)/buf format -w
 
 .PHONY: generate
