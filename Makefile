@@ -46,8 +46,8 @@ test-unit: venv ## Run only the unit tests (no servers)
 
 .PHONY: lint
 lint: venv generate-check ## ruff, mypy --strict, buf lint, buf format, buf breaking, docs check
-	$(BIN)/ruff check services tests scripts deploy/scripts
-	$(BIN)/ruff format --check services tests scripts deploy/scripts
+	$(BIN)/ruff check services tests scripts deploy/scripts bench
+	$(BIN)/ruff format --check services tests scripts deploy/scripts bench
 	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(BIN)/buf format --exit-code -d
@@ -64,8 +64,8 @@ docs: venv ## Regenerate the RPC and event table of docs/contract.md from proto/
 
 .PHONY: fmt
 fmt: venv ## Format Python and proto sources
-	$(BIN)/ruff format services tests scripts deploy/scripts
-	$(BIN)/ruff check --fix services tests scripts deploy/scripts
+	$(BIN)/ruff format services tests scripts deploy/scripts bench
+	$(BIN)/ruff check --fix services tests scripts deploy/scripts bench
 	$(BIN)/buf format -w
 
 .PHONY: generate
@@ -75,6 +75,14 @@ generate: venv ## Regenerate gen/ from proto/ (messages, .pyi stubs, gRPC stubs)
 .PHONY: generate-check
 generate-check: venv ## Fail if gen/ is stale with respect to proto/
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --check
+
+.PHONY: bench
+bench: $(VENV)/.bench-installed ## Benchmark the mesh against a bare gRPC echo (BENCH_SECONDS=20 per phase)
+	$(PY) -m bench
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
 
 .PHONY: clean-data
 clean-data: ## Wipe the local mesh's data folder (.data/)

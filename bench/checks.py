@@ -97,12 +97,12 @@ def _plain(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
-async def wait_quiet(database_url: str, timeout: float = 60.0) -> bool:
+async def wait_quiet(database_url: str, patience: float = 60.0) -> bool:
     """Until every outbox is published and every succeeded payment has reached its order
     and its hold (the saga's tail is asynchronous); False if that did not happen in time."""
     conn = await asyncpg.connect(_plain(database_url))
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience
         while True:
             unpublished = await conn.fetchval(f"SELECT {_UNPUBLISHED}")
             paid, ordered, captured, pending_orders, pending_payments = await conn.fetchrow(

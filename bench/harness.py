@@ -18,30 +18,37 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
+import nats
 
 from bench import checks
 from bench.echo import echo_stub
 from bench.load import Exhausted, PhaseResult, Progress, closed_loop, open_loop
 from bench.procs import Monitor
 from bench.stats import percentile, ratio
-from services.localmesh.embedded import find_free_port
+from services.common.events import EVENT_TYPES
+from services.localmesh.embedded import EmbeddedNats, EmbeddedPostgres, find_free_port
 from services.localmesh.mesh import LocalMesh
 from shop.common.v1.money_pb2 import Money
 from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
+from shop.credit.v1 import events_pb2 as credit_events
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from shop.payment.v1 import events_pb2 as payment_events
 from shop.payment.v1 import payment_pb2, payment_service_pb2, payment_service_pb2_grpc
 
 PRICE = 1000  # minor units; the simulator approves amounts not ending in 05/51/54/91
 TOP_UP = 10**15  # per customer: enough for any run
 SAGA_TIMEOUT = 30.0
+HINT_WAIT = 0.25  # the longest a waiting client trusts the event hint before polling
 FAILED_STATES = {
     order_pb2.ORDER_STATUS_REJECTED,
     order_pb2.ORDER_STATUS_PAYMENT_FAILED,
     order_pb2.ORDER_STATUS_CANCELLED,
 }
+# Service settings a run may be tuned with (the services inherit our environment).
+SERVICE_KNOBS = ("EVENT_LOOP", "LOG_LEVEL", "DB_POOL_SIZE", "OUTBOX_POLL_SECONDS")
 VERSIONS = (
     "grpcio",
     "protobuf",
@@ -65,6 +72,7 @@ class BenchConfig:
     nats_url: str | None = None  # None: embedded NATS on a free port
     data_dir: Path | None = None  # None: a temporary folder, removed afterwards
     poll_interval: float = 0.005  # first GetOrder poll while waiting for a saga step
+    wait: str = "hint"  # hint: read the order once its event went by; poll: poll only
     service_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
 
@@ -77,6 +85,7 @@ class BenchConfig:
             users=int(env.get("BENCH_USERS") or 16),
             database_url=env.get("DATABASE_URL") or None,
             nats_url=env.get("NATS_URL") or None,
+            wait=env.get("BENCH_WAIT") or "hint",
         )
 
 
@@ -88,10 +97,55 @@ def usd(minor_units: int) -> Money:
     return Money(currency_code="USD", minor_units=minor_units)
 
 
+class Hints:
+    """Tells a waiting client that the event which moves an order on has been published
+    (CreditsReserved → RESERVED, PaymentSucceeded → PAID), so it reads the order then
+    instead of polling blindly: a plain NATS subscriber, no JetStream consumer."""
+
+    SUBJECTS = ("credits.>", "payments.>")
+    STATUS_OF: ClassVar[dict[str, int]] = {
+        credit_events.CreditsReserved.DESCRIPTOR.full_name: order_pb2.ORDER_STATUS_RESERVED,
+        payment_events.PaymentSucceeded.DESCRIPTOR.full_name: order_pb2.ORDER_STATUS_PAID,
+    }
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, int], asyncio.Event] = {}
+        self._nc: Any = None
+
+    async def start(self, nats_url: str) -> None:
+        self._nc = await nats.connect(nats_url, name="bench-hints")
+        for subject in self.SUBJECTS:
+            await self._nc.subscribe(subject, cb=self._on_message)
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+    async def _on_message(self, msg: Any) -> None:
+        event_type = (msg.headers or {}).get("ce-type", "")
+        status = self.STATUS_OF.get(event_type)
+        if status is None:
+            return
+        order_id = EVENT_TYPES[event_type].FromString(msg.data).order_id  # type: ignore[attr-defined]
+        self._event(order_id, status).set()
+
+    def _event(self, order_id: str, status: int) -> asyncio.Event:
+        return self._seen.setdefault((order_id, status), asyncio.Event())
+
+    def expect(self, order_id: str, status: int) -> asyncio.Event | None:
+        if self._nc is None or status not in self.STATUS_OF.values():
+            return None
+        return self._event(order_id, status)
+
+    def forget(self, order_id: str, status: int) -> None:
+        self._seen.pop((order_id, status), None)
+
+
 class Client:
     """The three public APIs over one channel each, as a real caller would hold them."""
 
-    def __init__(self, mesh: LocalMesh, poll_interval: float) -> None:
+    def __init__(self, mesh: LocalMesh, poll_interval: float, hints: Hints) -> None:
+        self.hints = hints
         self.channels = {
             name: grpc.aio.insecure_channel(service.target)
             for name, service in mesh.services.items()
@@ -125,13 +179,19 @@ class Client:
         return response.order
 
     async def wait_status(self, order_id: str, status: int) -> order_pb2.Order:
-        """Poll GetOrder (5 ms, growing to 25 ms) until the order reaches `status`."""
+        """Read the order until it reaches `status`: first wait (up to 250 ms) for the event
+        that moves it there to go by on NATS, then poll GetOrder (5 ms, growing to 25 ms)."""
         deadline = time.monotonic() + SAGA_TIMEOUT
         interval = self.poll_interval
         request = order_service_pb2.GetOrderRequest(order_id=order_id)
+        hint = self.hints.expect(order_id, status)
+        if hint is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hint.wait(), HINT_WAIT)
         while True:
             order = (await self.order.GetOrder(request, timeout=10)).order
             if order.status == status:
+                self.hints.forget(order_id, status)
                 return order
             if order.status in FAILED_STATES:
                 name = order_pb2.OrderStatus.Name(order.status)
@@ -227,14 +287,31 @@ class Bench:
 
     async def run(self) -> dict[str, Any]:
         config = self.config
+        started = time.monotonic()
         with contextlib.ExitStack() as stack:
             data_dir = config.data_dir
             if data_dir is None:
                 data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+            # Our own servers on free ports (never the usual 4222/5432), unless given.
+            nats_url, database_url = config.nats_url, config.database_url
+            nats: EmbeddedNats | None = None
+            postgres: EmbeddedPostgres | None = None
+            if nats_url is None:
+                self.progress.say("starting NATS with JetStream (embedded, free port)")
+                nats = EmbeddedNats(data_dir / "nats", preferred_port=0)
+                stack.callback(nats.stop)
+                nats.start()
+                nats_url = nats.url
+            if database_url is None:
+                self.progress.say("starting PostgreSQL (embedded, free port)")
+                postgres = EmbeddedPostgres(data_dir / "postgres", preferred_port=0)
+                stack.callback(postgres.stop)
+                postgres.start()
+                database_url = postgres.url
             mesh = LocalMesh(
                 data_dir=data_dir,
-                database_url=config.database_url,
-                nats_url=config.nats_url,
+                database_url=database_url,
+                nats_url=nats_url,
                 ports={"order": 0, "credit": 0, "payment": 0},
                 extra_env=config.service_env,
                 progress=self.progress.say,
@@ -245,24 +322,24 @@ class Bench:
                 "seconds": config.seconds,
                 "concurrency": config.concurrency,
                 "users": config.users,
+                "wait": config.wait,
                 "embedded_nats": config.nats_url is None,
                 "embedded_postgres": config.database_url is None,
                 "service_env": config.service_env,
+                "inherited_env": {k: os.environ[k] for k in SERVICE_KNOBS if k in os.environ},
             }
-            started = time.monotonic()
             stack.enter_context(_stopping(mesh))
             mesh.start()
             _, echo_target = stack.enter_context(echo_server())
             pids = {name: s.process.pid for name, s in mesh.services.items() if s.process}
-            if mesh.nats is not None and mesh.nats.process is not None:
-                pids["nats"] = mesh.nats.process.pid
-            if mesh.postgres is not None and mesh.postgres.process is not None:
-                pids["postgres"] = mesh.postgres.process.pid
+            if nats is not None and nats.process is not None:
+                pids["nats"] = nats.process.pid
+            if postgres is not None and postgres.process is not None:
+                pids["postgres"] = postgres.process.pid
             monitor = Monitor(pids)
+            self.progress.say("processes: " + ", ".join(f"{k} {v}" for k, v in pids.items()))
             assert mesh.database_url is not None
-            self.results["versions"]["postgresql"] = await checks.server_version(
-                mesh.database_url
-            )
+            self.results["versions"]["postgresql"] = await checks.server_version(mesh.database_url)
             await self._phases(mesh, echo_target, monitor)
             self.results["wall_seconds"] = round(time.monotonic() - started, 1)
         self.results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -270,7 +347,11 @@ class Bench:
 
     async def _phases(self, mesh: LocalMesh, echo_target: str, monitor: Monitor) -> None:
         config = self.config
-        client = Client(mesh, config.poll_interval)
+        hints = Hints()
+        if config.wait == "hint":
+            assert mesh.nats_url is not None
+            await hints.start(mesh.nats_url)
+        client = Client(mesh, config.poll_interval, hints)
         sampler = asyncio.create_task(monitor.run())
         assert mesh.database_url is not None
         try:
@@ -302,7 +383,7 @@ class Bench:
             # Phase 2: pre-reserved orders, then ProcessPayment on each once.
             cap = max(50, math.ceil(baseline.summary().rate * config.seconds * 0.6))
             self.progress.say(
-                f"phase 2/5: preparing up to {cap} reserved orders ({config.seconds:.0f} s max)"
+                f"phase 2/5: preparing up to {cap} reserved orders ({config.seconds / 2:.0f} s max)"
             )
             prepared: list[order_pb2.Order] = []
             customer_of = itertools.cycle(payers)
@@ -313,7 +394,7 @@ class Bench:
                 prepared.append(await client.create_order(next(customer_of)))
 
             creating = await closed_loop(
-                "create", config.concurrency, config.seconds, create, self.progress
+                "create", config.concurrency, config.seconds / 2, create, self.progress
             )
             self._record("create_order", creating)
             reserved: collections.deque[order_pb2.Order] = collections.deque()
@@ -372,6 +453,7 @@ class Bench:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
             await client.close()
+            await hints.close()
         self.results["peak_rss_mb"] = {
             name: round(value / 2**20, 1) for name, value in monitor.peaks().items()
         }

@@ -63,8 +63,9 @@ class Progress:
         done = len(result.latencies)
         rate = done / elapsed if elapsed > 0 else 0.0
         filled = int(20 * min(elapsed / seconds, 1.0)) if seconds > 0 else 20
+        bar = "#" * filled + "." * (20 - filled)
         line = (
-            f"  {result.name:<10} [{'#' * filled}{'.' * (20 - filled)}] {elapsed:5.1f}/{seconds:.0f}s"
+            f"  {result.name:<10} [{bar}] {elapsed:5.1f}/{seconds:.0f}s"
             f" {done:>7} done {result.error_count:>4} errors {rate:9.1f}/s"
         )
         if self.tty:

@@ -73,7 +73,8 @@ def verdict(results: dict[str, Any]) -> str:
         return "RESULT: OK - zero errors, every invariant holds"
     bar = "!" * 78
     problems = "\n".join(f"!!  {p}" for p in results.get("problems", []))
-    return f"{bar}\n!!  THIS RUN HAD ERRORS OR BROKEN INVARIANTS: its figures are not valid\n{problems}\n{bar}"
+    headline = "!!  THIS RUN HAD ERRORS OR BROKEN INVARIANTS: its figures are not valid"
+    return f"{bar}\n{headline}\n{problems}\n{bar}"
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
@@ -93,7 +94,9 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     labels = [label for _, label in phases]
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(13, 5))
     width = 0.25
-    for offset, (field, name) in enumerate((("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))):
+    for offset, (field, name) in enumerate(
+        (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))
+    ):
         values = [results[key][field] or 0.0 for key, _ in phases]
         positions = [i + (offset - 1) * width for i in range(len(phases))]
         latency.bar(positions, values, width, label=name)

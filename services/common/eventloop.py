@@ -1,0 +1,35 @@
+"""The event loop a service runs on: uvloop when installed (measured faster, see
+docs/performance.md), the standard asyncio loop when EVENT_LOOP=asyncio or uvloop is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+CHOICES = ("uvloop", "asyncio")
+
+
+def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """None means asyncio's default loop. Raises ValueError for an unknown choice."""
+    choice = (choice if choice is not None else os.environ.get("EVENT_LOOP", "")).strip()
+    choice = choice or "uvloop"
+    if choice not in CHOICES:
+        raise ValueError(f"EVENT_LOOP must be one of {', '.join(CHOICES)}, got {choice!r}")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(main: Coroutine[Any, Any, T], choice: str | None = None) -> T:
+    """asyncio.run on the chosen loop."""
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+        return runner.run(main)
