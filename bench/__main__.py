@@ -25,7 +25,11 @@ def main() -> int:
         f" {config.users} saga users",
         flush=True,
     )
-    results = run(config)
+    try:
+        results = run(config)
+    except KeyboardInterrupt:
+        print("interrupted; every server it started is stopped", file=sys.stderr)
+        return 130
     print()
     print(table(results))
     write_json(results, out)

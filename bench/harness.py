@@ -9,12 +9,13 @@ import itertools
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -340,10 +341,33 @@ class Bench:
             self.progress.say("processes: " + ", ".join(f"{k} {v}" for k, v in pids.items()))
             assert mesh.database_url is not None
             self.results["versions"]["postgresql"] = await checks.server_version(mesh.database_url)
-            await self._phases(mesh, echo_target, monitor)
+            await self._interruptible(self._phases(mesh, echo_target, monitor))
             self.results["wall_seconds"] = round(time.monotonic() - started, 1)
         self.results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return self.results
+
+    async def _interruptible(self, phases: Coroutine[Any, Any, None]) -> None:
+        """Ctrl-C or SIGTERM cancels the phases; whatever they leave hanging, the servers are
+        stopped all the same (by the caller's exit stack) within a few seconds."""
+        task = asyncio.ensure_future(phases)
+        interrupted = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupted.set)
+        waiter = asyncio.ensure_future(interrupted.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+                return
+            self.progress.say("interrupted: stopping everything")
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+            raise KeyboardInterrupt
+        finally:
+            waiter.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
     async def _phases(self, mesh: LocalMesh, echo_target: str, monitor: Monitor) -> None:
         config = self.config
@@ -417,7 +441,9 @@ class Bench:
             self.results["payment"]["orders_prepared"] = len(prepared)
             self.results["payment"]["ran_out_of_orders"] = paying.exhausted
 
-            # Phase 3: whole sagas, as fast as the mesh goes.
+            # Phase 3: whole sagas, as fast as the mesh goes, once the last phase's events
+            # have all been applied (a backlog would slow this phase down, not that one).
+            await self._settle(mesh.database_url)
             customers = dict(enumerate(savers))
 
             async def saga(user: int) -> None:
@@ -432,6 +458,7 @@ class Bench:
             self._record("saga", full, cpu=_delta(monitor.cpu(), before))
 
             # Phase 4: sagas at half the throughput just measured: latency under a sane load.
+            await self._settle(mesh.database_url)
             half_rate = max(full.summary().rate / 2, 0.5)
             self.progress.say(f"phase 4/5: sagas at half that rate ({half_rate:.1f}/s)")
             before = monitor.cpu()
@@ -458,6 +485,14 @@ class Bench:
             name: round(value / 2**20, 1) for name, value in monitor.peaks().items()
         }
         self._ratios()
+
+    async def _settle(self, database_url: str) -> None:
+        began = time.monotonic()
+        if not await checks.wait_quiet(database_url):
+            self.results.setdefault("preparation_errors", []).append(
+                "the mesh did not settle between two phases within 60 s"
+            )
+        self.results.setdefault("settle_seconds", []).append(round(time.monotonic() - began, 2))
 
     async def _top_up(self, client: Client, customer: str) -> None:
         await client.top_up(customer, TOP_UP)

@@ -13,7 +13,11 @@ def create_engine(database_url: str, schema: str, *, pool_size: int = 10) -> Asy
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,  # a PostgreSQL restart leaves dead pooled connections behind
+        # No ping before each checkout: it cost a round trip per transaction (see
+        # docs/performance.md). A PostgreSQL restart still heals: the first statement on a
+        # dead connection fails as a disconnect (UNAVAILABLE for that one call), and
+        # SQLAlchemy then recycles every pooled connection made before it.
+        pool_pre_ping=False,
         pool_timeout=5,
         connect_args={
             "server_settings": {"search_path": schema, "application_name": f"shop-{schema}"},

@@ -33,7 +33,7 @@ IN_PROGRESS = b""  # responses here are never empty messages: they always carry 
 _CLAIM = text(
     "INSERT INTO idempotency_keys (operation, request_id, fingerprint, response)"
     " VALUES (:operation, :request_id, :fingerprint, :in_progress)"
-    " ON CONFLICT (operation, request_id) DO NOTHING"
+    " ON CONFLICT (operation, request_id) DO NOTHING RETURNING 1"
 )
 _LOOKUP = text(
     "SELECT fingerprint, response FROM idempotency_keys"
@@ -75,9 +75,15 @@ class RequestLedger:
         """Claim the id for this request; returns the stored response of a finished call."""
         key = _key(operation, request_id, request)
         async with self.unit_of_work() as uow:
-            await uow.conn.execute(_CLAIM, key)
-        stored = await self._lookup(key)
-        return stored or None
+            # One transaction: a fresh claim needs no lookup (it is ours, in progress).
+            if (await uow.conn.execute(_CLAIM, key)).first() is not None:
+                return None
+            row = (await uow.conn.execute(_LOOKUP, key)).first()
+        if row is None:  # claimed and released meanwhile by a failed call: run again
+            return None
+        if bytes(row.fingerprint) != key["fingerprint"]:
+            raise IdempotencyKeyReused(str(key["request_id"]))
+        return bytes(row.response) or None
 
     async def remember(
         self, operation: str, request_id: str, request: Message, response: Message
