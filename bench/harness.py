@@ -437,13 +437,15 @@ class Bench:
             paying = await closed_loop(
                 "payment", config.concurrency, config.seconds, pay_one, self.progress
             )
+            # The cost of an operation includes its asynchronous tail (the events it caused,
+            # applied after the phase ended), so the CPU is read once the mesh is quiet.
+            await self._settle(mesh.database_url)
             self._record("payment", paying, cpu=_delta(monitor.cpu(), before))
             self.results["payment"]["orders_prepared"] = len(prepared)
             self.results["payment"]["ran_out_of_orders"] = paying.exhausted
 
-            # Phase 3: whole sagas, as fast as the mesh goes, once the last phase's events
-            # have all been applied (a backlog would slow this phase down, not that one).
-            await self._settle(mesh.database_url)
+            # Phase 3: whole sagas, as fast as the mesh goes (the last phase's events have all
+            # been applied: a backlog would slow this phase down, not that one).
             customers = dict(enumerate(savers))
 
             async def saga(user: int) -> None:
@@ -455,14 +457,15 @@ class Bench:
             self.progress.say(f"phase 3/5: sagas at full speed, {config.users} virtual users")
             before = monitor.cpu()
             full = await closed_loop("saga", config.users, config.seconds, saga, self.progress)
+            await self._settle(mesh.database_url)
             self._record("saga", full, cpu=_delta(monitor.cpu(), before))
 
             # Phase 4: sagas at half the throughput just measured: latency under a sane load.
-            await self._settle(mesh.database_url)
             half_rate = max(full.summary().rate / 2, 0.5)
             self.progress.say(f"phase 4/5: sagas at half that rate ({half_rate:.1f}/s)")
             before = monitor.cpu()
             half = await open_loop("saga-half", half_rate, config.seconds, saga, self.progress)
+            await self._settle(mesh.database_url)
             self._record("saga_half", half, cpu=_delta(monitor.cpu(), before))
             self.results["saga_half"]["target_rate"] = round(half_rate, 2)
 
