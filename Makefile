@@ -40,6 +40,10 @@ demo: venv ## Run the seed story (reject, top up, reserve, pay, refund) against 
 test: venv ## Run the whole test suite (unit, integration, e2e)
 	$(PY) -m pytest
 
+.PHONY: chaos
+chaos: venv ## Run the fault-injection suite (kills services, NATS, PostgreSQL; prints a table)
+	$(PY) -m pytest -m chaos tests/chaos
+
 .PHONY: test-unit
 test-unit: venv ## Run only the unit tests (no servers)
 	$(PY) -m pytest tests/unit

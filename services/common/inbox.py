@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.events import EVENT_TYPES, SUBJECT_TYPES, subject_of
+from services.common.faults import crash_point
 from services.common.jetstream import Messaging, ensure_durable_consumer
 from services.common.uow import UnitOfWork
 
@@ -124,4 +125,5 @@ class Consumer:
             )
             await msg.nak(delay=2.0)
             return
+        crash_point("inbox.committed")
         await msg.ack()

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 from services.common.db import is_connection_error
 from services.common.errors import Unavailable
 from services.common.events import envelope
+from services.common.faults import crash_point
 
 _INSERT_OUTBOX = text(
     "INSERT INTO outbox (event_id, subject, event_type, payload, headers)"
@@ -92,6 +93,8 @@ class UnitOfWork:
             await self.conn.execute(_INSERT_OUTBOX, rows)
         assert self._tx is not None
         await self._tx.commit()
+        if self._events:
+            crash_point("outbox.committed")
         if self._events and self._on_commit is not None:
             self._on_commit()  # wake the relay now instead of at its next poll
         self._events.clear()
