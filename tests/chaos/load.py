@@ -29,6 +29,11 @@ FINAL = (
 )
 
 
+def approved_price(i: int) -> int:
+    """A price the simulated gateway approves (it declines …05, …51, …54, fails …91)."""
+    return 1_000 + 10 * (i % 500)
+
+
 @dataclass
 class Tracker:
     """What clients have added to each wallet (acknowledged top-ups only)."""
