@@ -32,6 +32,7 @@ class Cluster:
     mesh: LocalMesh = field(init=False)
     database_url: str = ""
     extra: dict[str, ServiceProcess] = field(default_factory=dict)  # scale-out replicas
+    tainted: set[str] = field(default_factory=set)  # running with a fault or special setting
 
     def start(self) -> None:
         self.nats = EmbeddedNats(self.root / "nats", preferred_port=0)
@@ -65,11 +66,14 @@ class Cluster:
     def target(self, name: str) -> str:
         return self.service(name).target
 
-    def env(self, fault: str | None = None) -> dict[str, str]:
+    def env(
+        self, fault: str | None = None, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         env = self.mesh.service_env()
         env.pop(FAULT_ENV, None)
         if fault:
             env[FAULT_ENV] = fault
+        env.update(extra or {})
         return env
 
     def kill(self, name: str) -> None:
@@ -78,12 +82,22 @@ class Cluster:
         proc.signal(signal.SIGKILL)
         proc.wait(10)
 
-    def restart(self, name: str, fault: str | None = None, wait: bool = True) -> None:
+    def restart(
+        self,
+        name: str,
+        fault: str | None = None,
+        wait: bool = True,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
         """(Re)start one service on its port, optionally armed with a crash point."""
         proc = self.service(name)
         if proc.process is not None and proc.process.poll() is None:
             proc.stop()
-        proc.start(self.env(fault), None)
+        proc.start(self.env(fault, extra), None)
+        if fault or extra:
+            self.tainted.add(name)
+        else:
+            self.tainted.discard(name)
         if wait:
             self.wait_serving(name)
 
@@ -113,7 +127,7 @@ class Cluster:
             replica.stop()
         self.extra.clear()
         for name in NAMES:
-            if not self.running(name):
+            if not self.running(name) or name in self.tainted:
                 self.restart(name, wait=False)
         self.wait_serving()
 
