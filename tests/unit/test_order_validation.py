@@ -78,3 +78,8 @@ def test_a_free_item_is_fine_next_to_a_paid_one() -> None:
 
 def test_the_sku_may_be_exactly_128_characters() -> None:
     assert bad_fields([item(sku="x" * 128)]) == set()
+
+
+def test_a_nul_character_in_a_sku_is_a_bad_field_not_a_database_error() -> None:
+    # found by the chaos suite: PostgreSQL text cannot hold NUL, so it used to be INTERNAL
+    assert bad_fields([item("A\x00B")]) == {"items[0].sku"}

@@ -40,11 +40,15 @@ def validate_items(v: Validator, items: Sequence[order_pb2.OrderItem]) -> list[L
     first_currency = ""
     for i, item in enumerate(items):
         field = f"items[{i}]"
-        sku_ok = bool(item.sku.strip()) and len(item.sku) <= MAX_SKU_LENGTH
+        sku_ok = (
+            bool(item.sku.strip()) and len(item.sku) <= MAX_SKU_LENGTH and "\x00" not in item.sku
+        )
         if not item.sku.strip():
             v.add(f"{field}.sku", "is required")
         elif len(item.sku) > MAX_SKU_LENGTH:
             v.add(f"{field}.sku", f"must be at most {MAX_SKU_LENGTH} characters")
+        elif "\x00" in item.sku:  # PostgreSQL text cannot hold it
+            v.add(f"{field}.sku", "must not contain NUL characters")
         if item.quantity <= 0:
             v.add(f"{field}.quantity", "must be greater than zero")
         has_price = item.HasField("unit_price")
@@ -130,6 +134,8 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         order_id = v.uuid("order_id", request.order_id)
         if len(request.reason) > MAX_REASON_LENGTH:
             v.add("reason", f"must be at most {MAX_REASON_LENGTH} characters")
+        elif "\x00" in request.reason:  # PostgreSQL text cannot hold it
+            v.add("reason", "must not contain NUL characters")
         v.check()
         async with self.unit_of_work() as uow:
             stored = await handlers.cancel_order(uow, str(order_id), request.reason.strip())

@@ -124,6 +124,8 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         amount = v.money("amount", request.amount) if request.HasField("amount") else None
         if len(request.reason) > 1000:
             v.add("reason", "must be at most 1000 characters")
+        elif "\x00" in request.reason:  # PostgreSQL text cannot hold it
+            v.add("reason", "must not contain NUL characters")
         request_id = v.uuid("request_id", request.request_id)
         v.check()
         assert payment_id
