@@ -17,7 +17,7 @@ import asyncpg
 import grpc
 
 from services.common.faults import ENV as FAULT_ENV
-from services.localmesh.embedded import EmbeddedNats, EmbeddedPostgres
+from services.localmesh.embedded import EmbeddedNats, EmbeddedPostgres, find_free_port
 from services.localmesh.mesh import SERVICES, LocalMesh, ServiceProcess, health_status
 from tests.e2e.shop import Shop
 
@@ -131,13 +131,11 @@ class Cluster:
                 self.restart(name, wait=False)
         self.wait_serving()
 
-    def start_replica(self, name: str) -> ServiceProcess:
+    def start_replica(self, name: str, extra: Mapping[str, str] | None = None) -> ServiceProcess:
         """A second instance of `name` on another port: same database and NATS."""
-        from services.localmesh.embedded import find_free_port
-
         port, _ = find_free_port(0)
         replica = ServiceProcess(name, port, self.root / "mesh" / "logs" / f"{name}-2.log")
-        env = self.env()
+        env = self.env(None, extra)
         env[SERVICES[name][1]] = str(port)
         replica.start(env, None)
         self.extra[name] = replica
@@ -151,9 +149,14 @@ class Cluster:
     # clients ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def shop(self, targets: Mapping[str, str] | None = None) -> AsyncIterator[Shop]:
+    async def shop(
+        self, targets: Mapping[str, str] | None = None, round_robin: bool = False
+    ) -> AsyncIterator[Shop]:
         targets = targets or {name: self.target(name) for name in NAMES}
-        channels = {name: grpc.aio.insecure_channel(targets[name]) for name in NAMES}
+        options = [("grpc.lb_policy_name", "round_robin")] if round_robin else []
+        channels = {
+            name: grpc.aio.insecure_channel(targets[name], options=options) for name in NAMES
+        }
         try:
             yield Shop.connect(channels)
         finally:

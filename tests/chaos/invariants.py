@@ -17,7 +17,7 @@ import asyncpg
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.common.events import STREAMS
+from services.common.events import EVENT_TYPES, STREAMS
 
 # durable consumer → the schema of the service that owns its inbox
 CONSUMERS = {
@@ -150,6 +150,17 @@ async def check_once(
                 problems,
             )
             checks += _check(p["status"] != "PENDING", f"payment {pid} still PENDING", problems)
+
+        # a hold is released once and captured once, whoever sweeps (replicas race)
+        effects: Counter[tuple[str, str]] = Counter()
+        for row in await conn.fetch(
+            "SELECT subject, event_type, payload FROM credits.outbox"
+            " WHERE subject IN ('credits.released', 'credits.captured')"
+        ):
+            event = EVENT_TYPES[row["event_type"]].FromString(row["payload"])
+            effects[(row["subject"], event.reservation_id)] += 1  # type: ignore[attr-defined]
+        twice = {key: n for key, n in effects.items() if n > 1}
+        checks += _check(not twice, f"holds released or captured twice: {twice}", problems)
 
         # 5. every order's final state agrees with its payment and hold
         hold_of = {str(h["order_id"]): h for h in holds}
