@@ -95,11 +95,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     return report
 
 
+def _number(record: Record) -> tuple[int, str]:
+    head = record.scenario.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 99, record.scenario)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not RECORDS:
         return
     rows = [("scenario", "faults injected", "sagas run", "invariant checks", "result", "time")]
-    for r in RECORDS.values():
+    for r in sorted(RECORDS.values(), key=_number):
         rows.append(
             (r.scenario, str(r.faults), str(r.sagas), str(r.checks), r.result, f"{r.seconds:.0f}s")
         )
