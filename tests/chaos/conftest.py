@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -38,7 +38,6 @@ class Chaos:
     cluster: Cluster
     tracker: Tracker
     record: Record
-    notes: list[str] = field(default_factory=list)
 
     def fault(self, n: int = 1) -> None:
         self.record.faults += n
