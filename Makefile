@@ -37,7 +37,12 @@ demo: venv ## Run the seed story (reject, top up, reserve, pay, refund) against 
 	$(PY) scripts/demo.py
 
 .PHONY: test
-test: venv ## Run the whole test suite (unit, integration, e2e)
+test: venv ## Run the whole test suite: everything below, then the chaos suite
+	$(PY) -m pytest
+	$(PY) -m pytest -m chaos tests/chaos
+
+.PHONY: test-quick
+test-quick: venv ## Everything but the chaos suite (unit, integration, contract, e2e, deploy)
 	$(PY) -m pytest
 
 .PHONY: chaos
