@@ -9,6 +9,7 @@ from services.common.security import channel_credentials
 from services.payment.adapters.dependencies import GrpcHolds, GrpcOrders
 from services.payment.adapters.simulator import SimulatedGateway
 from services.payment.config import PaymentSettings
+from services.payment.entrypoints.events import consumers
 from services.payment.entrypoints.grpc_api import PaymentApi
 from services.payment.entrypoints.recovery import PendingSettler
 from services.payment.service_layer.handlers import Dependencies
@@ -48,6 +49,7 @@ def build_spec(settings: PaymentSettings) -> ServiceSpec:
                 )
             ],
             service_names=[SERVICE_NAME],
+            consumers=consumers(runtime.unit_of_work, runtime.messaging),
             background=[settler.run],
         )
 

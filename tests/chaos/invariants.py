@@ -186,6 +186,13 @@ async def check_once(
                     f"order {oid} REFUNDED but payment {paid and paid['status']}",
                     problems,
                 )
+            if status == "CANCELLED" and paid is not None:
+                # A payment that beat the cancel is given back by Payment's compensation.
+                checks += _check(
+                    paid["status"] == "REFUNDED",
+                    f"order {oid} CANCELLED but its payment is {paid['status']}, not refunded",
+                    problems,
+                )
             if status in ("CANCELLED", "PAYMENT_FAILED", "REJECTED"):
                 checks += _check(
                     hold is None or hold["state"] != "ACTIVE",

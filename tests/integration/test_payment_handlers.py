@@ -29,9 +29,10 @@ from services.payment.domain.model import (
     RefundOutcome,
     RefundStatus,
 )
-from services.payment.service_layer import handlers
+from services.payment.service_layer import compensation, handlers
 from services.payment.service_layer.handlers import Dependencies, PollPolicy, RetryPolicy
 from services.payment.service_layer.ports import Deadline
+from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2
 
 pytestmark = pytest.mark.integration
@@ -496,3 +497,90 @@ async def test_a_refund_left_pending_is_completed_by_recovery(world: World) -> N
     assert await world.scalar("SELECT status FROM refunds") == "SUCCEEDED"
     assert await world.scalar("SELECT refunded FROM payments") == 2500
     assert len(await world.events("payments.refunded")) == 1
+
+
+# Compensation: a payment that won the race with its order's cancel ─────────────────────────
+
+
+async def note_cancelled(world: World, order: OrderSnapshot) -> None:
+    async with world.deps.unit_of_work() as uow:
+        event = order_events.OrderCancelled(order_id=order.order_id, reason="changed mind")
+        await compensation.note_cancelled_order(uow, event)
+
+
+async def test_a_payment_that_beat_the_cancel_is_refunded_once(world: World) -> None:
+    order = world.reserved_order(4200)
+    payment = await world.pay(order)  # charged while the order was still RESERVED
+    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_CANCELLED")
+    await note_cancelled(world, order)
+    await note_cancelled(world, order)  # a redelivery or duplicate changes nothing
+
+    assert await handlers.compensate_cancelled_orders(world.deps) == 1
+    assert await handlers.compensate_cancelled_orders(world.deps) == 0  # nothing left to do
+
+    async with world.deps.unit_of_work() as uow:
+        refunded = await handlers.get_payment(uow, payment.payment_id)
+    assert refunded.status is PaymentStatus.REFUNDED
+    assert refunded.refunded == 4200
+    assert world.gateway.refunds == 1
+    events = [
+        events_pb2.PaymentRefunded.FromString(p) for p in await world.events("payments.refunded")
+    ]
+    assert [(e.order_id, e.amount.minor_units, e.fully_refunded) for e in events] == [
+        (order.order_id, 4200, True)
+    ]
+    assert events[0].reason.startswith("ORDER_CANCELLED")
+
+
+async def test_a_payment_settling_after_the_cancel_is_refunded_once_it_settles(
+    world: World,
+) -> None:
+    order = world.reserved_order(3100)
+    world.gateway.gate.clear()  # the gateway is slow: the cancel lands meanwhile
+    paying = asyncio.create_task(world.pay(order))
+    while not await world.scalar("SELECT count(*) FROM payments"):
+        await asyncio.sleep(0.01)
+    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_CANCELLED")
+    await note_cancelled(world, order)
+    assert await handlers.compensate_cancelled_orders(world.deps) == 0  # still PENDING: wait
+
+    world.gateway.gate.set()
+    payment = await paying
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert await handlers.compensate_cancelled_orders(world.deps) == 1
+    assert await world.scalar("SELECT status FROM payments") == "REFUNDED"
+    assert world.gateway.refunds == 1
+
+
+async def test_a_late_or_forged_cancel_of_a_paid_order_refunds_nothing(world: World) -> None:
+    order = world.reserved_order(2500)
+    payment = await world.pay(order)
+    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_PAID")
+    await note_cancelled(world, order)  # Order never cancelled it: Order is asked, and says so
+
+    assert await handlers.compensate_cancelled_orders(world.deps) == 1
+    assert await world.scalar("SELECT outcome FROM cancelled_orders") == "NOT_CANCELLED"
+    assert await world.scalar("SELECT status FROM payments") == "SUCCEEDED"
+    assert world.gateway.refunds == 0
+    assert payment.refunded == 0
+
+
+async def test_a_partly_refunded_payment_gets_the_rest_back(world: World) -> None:
+    order = world.reserved_order(5000)
+    payment = await world.pay(order)
+    await handlers.refund_payment(
+        world.deps,
+        handlers.RefundPayment(
+            payment_id=payment.payment_id,
+            amount=usd(1200),
+            reason="one book was damaged",
+            request_id=new_id(),
+            fingerprint=b"by-hand",
+        ),
+    )
+    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_CANCELLED")
+    await note_cancelled(world, order)
+
+    assert await handlers.compensate_cancelled_orders(world.deps) == 1
+    assert await world.scalar("SELECT refunded FROM payments") == 5000
+    assert await world.scalar("SELECT count(*) FROM refunds") == 2

@@ -66,13 +66,17 @@ async def cancel_order(uow: UnitOfWork, order_id: str, reason: str) -> StoredOrd
     if not order.cancel(reason):
         return stored  # already cancelled: same answer, no second event
     saved = await orders.save(order)
-    uow.emit(
-        new_event(
-            events_pb2.OrderCancelled,
-            order_id=order.order_id,
-            customer_id=order.customer_id,
-            reservation_id=order.reservation_id,
-            reason=order.failure_reason,
-        )
-    )
+    uow.emit(cancelled_event(order))
     return saved
+
+
+def cancelled_event(order: Order) -> events_pb2.OrderCancelled:
+    """orders.cancelled: Credit releases the hold; Payment refunds a payment that got
+    through anyway."""
+    return new_event(
+        events_pb2.OrderCancelled,
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        reservation_id=order.reservation_id,
+        reason=order.failure_reason,
+    )

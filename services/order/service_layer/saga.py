@@ -2,8 +2,9 @@
 
 Each handler runs in the unit of work that also records the event in the inbox, so it
 applies once. A late, repeated or out-of-order event is logged and ignored (raising would
-redeliver it forever); only transient failures raise. Order emits nothing here: the
-outcomes were already announced by the services that produced them.
+redeliver it forever); only transient failures raise. Order emits nothing here (the
+outcomes were already announced by the services that produced them) but `orders.cancelled`
+when a hold's expiry cancels the order, so that every cancellation is announced alike.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from services.common.uow import UnitOfWork
 from services.order.adapters.repository import OrderRepository
 from services.order.domain.model import Order
+from services.order.service_layer.handlers import cancelled_event
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.payment.v1 import events_pb2 as payment_events
 
@@ -85,12 +87,15 @@ async def on_credits_released(uow: UnitOfWork, event: credit_events.CreditsRelea
         # Released after a cancel or a failed payment: the order already knows.
         log.debug("credits.released (%s) for order %s: nothing to do", event.reason, event.order_id)
         return
-    await _apply(
+    order = await _apply(
         uow,
         event.order_id,
         "credits.released(EXPIRED)",
         lambda order: order.reservation_expired(event.reservation_id),
     )
+    if order is not None:
+        # Announced like any cancellation: Payment refunds a payment that got through anyway.
+        uow.emit(cancelled_event(order))
 
 
 async def on_payment_succeeded(uow: UnitOfWork, event: payment_events.PaymentSucceeded) -> None:
@@ -102,9 +107,9 @@ async def on_payment_succeeded(uow: UnitOfWork, event: payment_events.PaymentSuc
     )
     if order is None:
         # Money moved but the order could not follow (it was cancelled or expired in the
-        # meantime): that is for reconciliation, so make it stand out in the log.
-        log.error(
-            "payment %s succeeded but order %s did not become PAID; needs reconciliation",
+        # meantime). Payment refunds it on the orders.cancelled we announced.
+        log.warning(
+            "payment %s succeeded but order %s did not become PAID; Payment refunds it",
             event.payment_id,
             event.order_id,
             extra={"order_id": event.order_id, "payment_id": event.payment_id},

@@ -1,4 +1,5 @@
-"""The background job that settles payments and refunds a crash left PENDING.
+"""The background job that settles payments and refunds a crash left PENDING, and refunds
+payments that succeeded after their order was cancelled (service_layer/compensation.py).
 
 It runs at start and then periodically: with several replicas, one that dies mid-charge
 leaves rows that only the others can finish. Settling twice is harmless (the gateway is
@@ -27,6 +28,10 @@ class PendingSettler:
             try:
                 while await handlers.settle_stale(self.deps, self.batch) >= self.batch:
                     pass  # a full batch: there may be more right away
+                while (
+                    await handlers.compensate_cancelled_orders(self.deps, self.batch) >= self.batch
+                ):
+                    pass
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # database or gateway away: try again next round

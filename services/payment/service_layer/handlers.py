@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 
 from services.common.errors import IdempotencyKeyReused, NotFound, Unavailable
 from services.common.events import new_event
+from services.common.grpc_client import DEFAULT_CALL_TIMEOUT
 from services.common.money import Money
 from services.common.paging import PageCursor
 from services.common.proto_mapping import amount_to_proto, money_to_proto, timestamp
@@ -40,6 +41,7 @@ from services.payment.domain.model import (
     RefundOutcome,
     RefundStatus,
 )
+from services.payment.service_layer import compensation
 from services.payment.service_layer.ports import Deadline, Holds, Orders
 from shop.payment.v1 import events_pb2
 
@@ -429,6 +431,43 @@ async def settle_stale(deps: Dependencies, batch: int = 100) -> int:
         settled_count += 1
         log.info("recovered refund %s: %s", settled_refund.refund_id, settled_refund.status.value)
     return settled_count
+
+
+async def compensate_cancelled_orders(deps: Dependencies, batch: int = 100) -> int:
+    """Refund the successful payments of orders that Order confirms were cancelled (see
+    compensation.py). Returns how many noted orders it resolved."""
+    async with deps.unit_of_work() as uow:
+        order_ids = await compensation.orders_to_check(uow.conn, batch)
+    resolved = 0
+    for order_id in order_ids:
+        order = await deps.orders.get_order(order_id, DEFAULT_CALL_TIMEOUT)
+        cancelled = order is not None and order.status == compensation.ORDER_CANCELLED
+        refund: Refund | None = None
+        async with deps.unit_of_work() as uow:
+            if cancelled:
+                recorded = await compensation.record_refund(uow, order_id)
+                if recorded is not None:
+                    refund, payment = recorded
+                    uow.emit(_refund_requested(refund, payment))
+                outcome = "REFUNDED"
+            else:
+                # A late or forged orders.cancelled: Order says the order stands.
+                log.error(
+                    "orders.cancelled was seen for order %s, but Order says it is %s;"
+                    " its payment is not refunded",
+                    order_id,
+                    order.status if order else "unknown",
+                    extra={"order_id": order_id},
+                )
+                outcome = "NOT_CANCELLED"
+            await compensation.resolve(uow.conn, order_id, outcome)
+        resolved += 1
+        if refund is not None:
+            try:
+                await settle_refund(deps, refund)
+            except GatewayDown:
+                log.warning("refund %s waits for the gateway", refund.refund_id)
+    return resolved
 
 
 # Events ─────────────────────────────────────────────────────────────────────────────────────

@@ -1,0 +1,112 @@
+"""Compensation: a payment that succeeds after its order was cancelled is refunded.
+
+Payment checks that the order is RESERVED and then charges; a cancel (or the hold's expiry)
+can land in between. The gateway has taken the money, Order keeps the order CANCELLED (a
+terminal state) and Credit captures the amount, so the customer paid for an order they will
+not get. Payment makes them whole without anyone having to notice:
+
+1. the `payment-orders` consumer notes every `orders.cancelled` (an effect-free insert, so a
+   duplicate, late or forged event can do no harm by itself);
+2. the compensation job takes each noted order that has a successful payment, asks Order
+   (over gRPC, the source of truth) whether the order really is CANCELLED, and if so records
+   a refund of everything left (one per order: its request id is derived from the order id)
+   and settles it through the gateway like any refund. `payments.refunded` then gives the
+   credits back in Credit; the order stays CANCELLED.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.common.uow import UnitOfWork
+from services.payment.adapters.repository import PaymentRepository, RefundRepository
+from services.payment.domain.model import REFUNDABLE, Payment, Refund
+from shop.order.v1 import events_pb2 as order_events
+
+log = logging.getLogger(__name__)
+
+ORDER_CANCELLED = "ORDER_STATUS_CANCELLED"
+REASON = "ORDER_CANCELLED: the order was cancelled before its payment completed"
+_NAMESPACE = uuid.UUID("6f0c8e2a-4b1d-4c3e-9a7f-2d5e8b1c0a93")
+
+_NOTE = text(
+    "INSERT INTO cancelled_orders (order_id, reason) VALUES (:order_id, :reason)"
+    " ON CONFLICT (order_id) DO NOTHING"
+)
+# Noted orders whose payment went through: the only ones that may need a refund. A cancelled
+# order whose payment is still PENDING shows up here once it settles.
+_OPEN = text(
+    "SELECT c.order_id FROM cancelled_orders c JOIN payments p ON p.order_id = c.order_id"
+    " WHERE c.resolved_at IS NULL AND p.status IN ('SUCCEEDED', 'PARTIALLY_REFUNDED')"
+    " ORDER BY c.noted_at LIMIT :limit"
+)
+_RESOLVE = text(
+    "UPDATE cancelled_orders SET resolved_at = now(), outcome = :outcome"
+    " WHERE order_id = :order_id AND resolved_at IS NULL"
+)
+
+
+def refund_request_id(order_id: str) -> str:
+    """The compensating refund's request id: one per order, whoever records it."""
+    return str(uuid.uuid5(_NAMESPACE, f"compensate-cancelled-order:{order_id}"))
+
+
+def _fingerprint(order_id: str) -> bytes:
+    return hashlib.sha256(f"compensate-cancelled-order:{order_id}".encode()).digest()
+
+
+async def note_cancelled_order(uow: UnitOfWork, event: order_events.OrderCancelled) -> None:
+    """The consumer's handler: remember the order; the job decides what, if anything, to do."""
+    try:
+        order_id = str(uuid.UUID(event.order_id))
+    except ValueError:
+        log.error("orders.cancelled names no valid order id (%r); ignored", event.order_id[:64])
+        return
+    await uow.conn.execute(_NOTE, {"order_id": order_id, "reason": event.reason[:1000]})
+
+
+async def orders_to_check(conn: AsyncConnection, limit: int) -> list[str]:
+    return [str(row.order_id) for row in await conn.execute(_OPEN, {"limit": limit})]
+
+
+async def resolve(conn: AsyncConnection, order_id: str, outcome: str) -> None:
+    await conn.execute(_RESOLVE, {"order_id": order_id, "outcome": outcome})
+
+
+async def record_refund(uow: UnitOfWork, order_id: str) -> tuple[Refund, Payment] | None:
+    """Under the payment's row lock, record the refund of what is left of the order's
+    payment, once; None when there is nothing left to refund (or it was recorded before)."""
+    payments, refunds = PaymentRepository(uow.conn), RefundRepository(uow.conn)
+    found = await payments.for_order(order_id)
+    payment = await payments.get(found.payment_id, for_update=True) if found else None
+    if payment is None or payment.status not in REFUNDABLE:
+        return None
+    request_id = refund_request_id(order_id)
+    if await refunds.by_request_id(request_id) is not None:
+        return None
+    left = payment.refundable(await refunds.pending_total(payment.payment_id))
+    if not left.is_positive:
+        return None  # refunded by hand already
+    refund = await refunds.add(
+        Refund(
+            refund_id=str(uuid.uuid4()),
+            payment_id=payment.payment_id,
+            amount=left,
+            reason=REASON,
+            request_id=request_id,
+        ),
+        _fingerprint(order_id),
+    )
+    log.warning(
+        "payment %s succeeded after order %s was cancelled: refunding %s",
+        payment.payment_id,
+        order_id,
+        left,
+        extra={"order_id": order_id, "payment_id": payment.payment_id},
+    )
+    return refund, payment
