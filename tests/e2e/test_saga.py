@@ -107,8 +107,11 @@ async def test_a_concurrent_burst_for_one_order_charges_once(shop: Shop, infra: 
     await shop.reservation_in(order.reservation_id, RESERVATION.RESERVATION_STATE_CAPTURED)
     account = await shop.account(customer)
     assert account.spent.minor_units == 2500  # captured once
-    # Credit captured on the event, so it is on the stream; it must be there exactly once.
-    events = await events_of(infra.nats_url, customer)
+    # Credit captured on payments.succeeded, so that is on the stream; credits.captured is
+    # published by Credit's relay just after its commit: wait for it. Each exactly once.
+    events = await eventually(
+        lambda: events_of(infra.nats_url, customer), lambda found: "credits.captured" in found
+    )
     assert len(events["payments.succeeded"]) == 1
     assert len(events["payments.requested"]) == 1
     assert len(events["credits.captured"]) == 1
