@@ -4,7 +4,6 @@ docs/performance.md), the standard asyncio loop when EVENT_LOOP=asyncio or uvloo
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -13,10 +12,10 @@ T = TypeVar("T")
 CHOICES = ("uvloop", "asyncio")
 
 
-def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """None means asyncio's default loop. Raises ValueError for an unknown choice."""
-    choice = (choice if choice is not None else os.environ.get("EVENT_LOOP", "")).strip()
-    choice = choice or "uvloop"
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """None means asyncio's default loop. Raises ValueError for an unknown choice (the
+    settings refuse one first: CoreSettings.event_loop)."""
+    choice = choice.strip() or "uvloop"
     if choice not in CHOICES:
         raise ValueError(f"EVENT_LOOP must be one of {', '.join(CHOICES)}, got {choice!r}")
     if choice == "asyncio":
@@ -29,7 +28,7 @@ def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEven
     return factory
 
 
-def run(main: Coroutine[Any, Any, T], choice: str | None = None) -> T:
+def run(main: Coroutine[Any, Any, T], choice: str) -> T:
     """asyncio.run on the chosen loop."""
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(main)

@@ -5,8 +5,9 @@ derived from the incoming one; a dependency's failure becomes a clear status for
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from dataclasses import dataclass
 
 import grpc
 from grpc_status import rpc_status
@@ -59,17 +60,34 @@ def create_channel(
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
-def call_timeout(
-    context: grpc.aio.ServicerContext[Any, Any] | None, default: float = DEFAULT_CALL_TIMEOUT
-) -> float:
-    """The timeout for an outgoing call: ours, capped by what is left of the caller's."""
-    remaining = context.time_remaining() if context is not None else None
-    if remaining is None:
-        return default
-    budget = remaining - DEADLINE_MARGIN
-    if budget <= 0:
-        raise DeadlineExceeded("the caller's deadline has passed", "DEADLINE_EXCEEDED")
-    return min(default, budget)
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """The incoming call's deadline as event-loop time (None: the caller set none), from
+    which every outgoing call's timeout is derived."""
+
+    at: float | None = None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> Deadline:
+        """From `context.time_remaining()` of the incoming call."""
+        if seconds is None:
+            return cls(None)
+        return cls(asyncio.get_running_loop().time() + seconds)
+
+    def remaining(self) -> float | None:
+        if self.at is None:
+            return None
+        return self.at - asyncio.get_running_loop().time()
+
+    def call_timeout(self, default: float = DEFAULT_CALL_TIMEOUT) -> float:
+        """The timeout of an outgoing call: ours, capped by what is left of the caller's."""
+        remaining = self.remaining()
+        if remaining is None:
+            return default
+        budget = remaining - DEADLINE_MARGIN
+        if budget <= 0:
+            raise DeadlineExceeded("the caller's deadline has passed", "DEADLINE_EXCEEDED")
+        return min(default, budget)
 
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:

@@ -1,25 +1,40 @@
 """AIP-155 request ids: same id + same request replays the first response; same id +
 different request is refused (ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED) with no effect.
 
-The key row is written in the same transaction as the effect. Two concurrent requests with
-one id both try; PostgreSQL makes the second insert wait for the first and then fail, its
-transaction (effect included) rolls back, and it replays the first response.
+Two ways to keep the promise, over one `idempotency_keys` table:
+
+- `run_idempotent`, for a use case that is one transaction: the key row is written in the
+  same transaction as the effect. Two concurrent requests with one id both try; PostgreSQL
+  makes the second insert wait for the first and then fail, its transaction (effect
+  included) rolls back, and it replays the first response.
+- `RequestLedger`, for a use case that spans several transactions (ProcessPayment waits on
+  the gateway between two). The id is *claimed* up front (a row with an empty response,
+  committed at once), so a different request reusing it is refused before it can have any
+  effect, even while the first is still running. A retry of the same request finds the
+  claim and simply runs again: such a use case must be idempotent by itself (one payment per
+  order), so it reaches the same result. The response is stored when the call succeeds; a
+  call that fails drops its claim, so a retry re-evaluates instead of replaying an error
+  that may since have gone away.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import IdempotencyKeyReused
 from services.common.uow import UnitOfWork
 
 R = TypeVar("R", bound=Message)
+
+IN_PROGRESS = b""  # a claim's response; stored responses are never empty messages
 
 _LOOKUP = text(
     "SELECT fingerprint, response FROM idempotency_keys"
@@ -29,10 +44,46 @@ _REMEMBER = text(
     "INSERT INTO idempotency_keys (operation, request_id, fingerprint, response)"
     " VALUES (:operation, :request_id, :fingerprint, :response)"
 )
+_CLAIM = text(
+    "INSERT INTO idempotency_keys (operation, request_id, fingerprint, response)"
+    " VALUES (:operation, :request_id, :fingerprint, :in_progress)"
+    " ON CONFLICT (operation, request_id) DO NOTHING RETURNING 1"
+)
+_COMPLETE_CLAIM = text(
+    "INSERT INTO idempotency_keys (operation, request_id, fingerprint, response)"
+    " VALUES (:operation, :request_id, :fingerprint, :response)"
+    " ON CONFLICT (operation, request_id) DO UPDATE SET response = excluded.response"
+    " WHERE idempotency_keys.response = :in_progress"
+    " AND idempotency_keys.fingerprint = excluded.fingerprint"
+)
+_RELEASE = text(
+    "DELETE FROM idempotency_keys WHERE operation = :operation AND request_id = :request_id"
+    " AND fingerprint = :fingerprint AND response = :in_progress"
+)
 
 
 def fingerprint(request: Message) -> bytes:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+
+
+def _key(operation: str, request_id: str, request: Message) -> dict[str, Any]:
+    return {
+        "operation": operation,
+        "request_id": request_id,
+        "fingerprint": fingerprint(request),
+        "in_progress": IN_PROGRESS,
+    }
+
+
+async def _stored(conn: AsyncConnection, key: dict[str, Any]) -> bytes | None:
+    """The response stored for this id (IN_PROGRESS for a claim), None if the id is unknown;
+    raises if the id was used for a different request."""
+    row = (await conn.execute(_LOOKUP, key)).first()
+    if row is None:
+        return None
+    if bytes(row.fingerprint) != key["fingerprint"]:
+        raise IdempotencyKeyReused(key["request_id"])
+    return bytes(row.response)
 
 
 async def run_idempotent(
@@ -43,16 +94,15 @@ async def run_idempotent(
     response_type: type[R],
     work: Callable[[UnitOfWork], Awaitable[R]],
 ) -> R:
-    """Run `work` once per request id; replay its response for retries."""
-    key = {"operation": operation, "request_id": request_id, "fingerprint": fingerprint(request)}
+    """Run `work` once per request id, in the transaction that records it; replay its
+    response for retries."""
+    key = _key(operation, request_id, request)
     for attempt in range(2):
         try:
             async with unit_of_work() as uow:
-                row = (await uow.conn.execute(_LOOKUP, key)).first()
-                if row is not None:
-                    if bytes(row.fingerprint) != key["fingerprint"]:
-                        raise IdempotencyKeyReused(request_id)
-                    return response_type.FromString(bytes(row.response))
+                stored = await _stored(uow.conn, key)
+                if stored is not None:
+                    return response_type.FromString(stored)
                 response = await work(uow)
                 await uow.conn.execute(_REMEMBER, {**key, "response": response.SerializeToString()})
                 return response
@@ -62,3 +112,59 @@ async def run_idempotent(
                 continue
             raise
     raise AssertionError("unreachable")
+
+
+class RequestLedger:
+    """Request ids for use cases that span several transactions (see the module's doc)."""
+
+    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
+        self.unit_of_work = unit_of_work
+
+    async def replay(self, operation: str, request_id: str, request: Message) -> bytes | None:
+        """The first response for this id if there is one; raises if the id was reused."""
+        async with self.unit_of_work() as uow:
+            return await _stored(uow.conn, _key(operation, request_id, request)) or None
+
+    async def claim(self, operation: str, request_id: str, request: Message) -> bytes | None:
+        """Claim the id for this request; returns the stored response of a finished call."""
+        key = _key(operation, request_id, request)
+        async with self.unit_of_work() as uow:
+            # One transaction: a fresh claim needs no lookup (it is ours, in progress).
+            if (await uow.conn.execute(_CLAIM, key)).first() is not None:
+                return None
+            # Unknown (claimed and released meanwhile by a failed call) or in progress: run.
+            return await _stored(uow.conn, key) or None
+
+    async def remember(
+        self, operation: str, request_id: str, request: Message, response: Message
+    ) -> None:
+        key = _key(operation, request_id, request)
+        async with self.unit_of_work() as uow:
+            await uow.conn.execute(
+                _COMPLETE_CLAIM, {**key, "response": response.SerializeToString()}
+            )
+
+    async def release(self, operation: str, request_id: str, request: Message) -> None:
+        # Best effort: a claim left behind only means a retry runs the (idempotent) call again.
+        with contextlib.suppress(Exception):
+            async with self.unit_of_work() as uow:
+                await uow.conn.execute(_RELEASE, _key(operation, request_id, request))
+
+    async def run(
+        self,
+        operation: str,
+        request_id: str,
+        request: Message,
+        response_type: type[R],
+        work: Callable[[], Awaitable[R]],
+    ) -> R:
+        stored = await self.claim(operation, request_id, request)
+        if stored is not None:
+            return response_type.FromString(stored)
+        try:
+            response = await work()
+        except BaseException:
+            await self.release(operation, request_id, request)
+            raise
+        await self.remember(operation, request_id, request, response)
+        return response

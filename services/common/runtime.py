@@ -180,11 +180,10 @@ def main(read_settings: Callable[[], S], build_spec: Callable[[S], ServiceSpec])
         service_settings = read_settings()
     except SettingsError as error:
         sys.exit(f"configuration error: {error}")
-    try:
-        eventloop.loop_factory()  # validate EVENT_LOOP with the other settings
-    except ValueError as error:
-        sys.exit(f"configuration error: {error}")
     settings, spec = service_settings.core, build_spec(service_settings)
     configure_logging(settings.service, settings.log_level, settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
-        eventloop.run(serve(settings, spec) if command == "serve" else migrate_only(settings, spec))
+        eventloop.run(
+            serve(settings, spec) if command == "serve" else migrate_only(settings, spec),
+            settings.event_loop,
+        )

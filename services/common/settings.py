@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from services.common import eventloop
 from services.common.security_settings import AuthzPolicy, GrpcTls, NatsSecurity, redact_url
 
 
@@ -115,6 +116,7 @@ class CoreSettings:
     db_pool_size: int
     outbox_poll_seconds: float
     nats_stream_replicas: int
+    event_loop: str
     # Security (services/common/security_settings.py); all optional, plaintext by default.
     grpc_tls: GrpcTls | None = None
     authz: AuthzPolicy | None = None
@@ -139,6 +141,7 @@ class CoreSettings:
             outbox_poll_seconds=env.number("OUTBOX_POLL_SECONDS", 1.0, minimum=0.01),
             # copies of each JetStream stream: 3 on a 3-member cluster, 1 on a single server
             nats_stream_replicas=env.integer("JETSTREAM_REPLICAS", 1, minimum=1, maximum=5),
+            event_loop=env.choice("EVENT_LOOP", "uvloop", eventloop.CHOICES),
             grpc_tls=grpc_tls,
             authz=AuthzPolicy.read(env, grpc_tls),
             nats_security=NatsSecurity.read(env),

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import create_engine
-from services.common.migrator import Migration, core_migrations, migrate
+from services.common.migrator import Migration, core_migrations, load_migrations, migrate
 from tests.conftest import Infra
 
 pytestmark = pytest.mark.integration
@@ -33,6 +33,19 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     schema = f"t_{uuid.uuid4().hex[:10]}"
     engine = create_engine(database_url, schema, pool_size=5)
     await migrate(engine, schema, [*core_migrations(), TEST_TABLES])
+    yield engine
+    async with engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def payment_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A fresh schema per test with the core's tables and Payment's own."""
+    schema = f"p_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(database_url, schema, pool_size=10)
+    migrations = [*core_migrations(), *load_migrations("services.payment.migrations", "payment")]
+    await migrate(engine, schema, migrations)
     yield engine
     async with engine.begin() as conn:
         await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

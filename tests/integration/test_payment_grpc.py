@@ -12,16 +12,12 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.db import create_engine
 from services.common.errors import NotFound
 from services.common.grpc_client import create_channel
 from services.common.grpc_server import GrpcServer, create_server
-from services.common.migrator import core_migrations, load_migrations, migrate
 from services.common.uow import UnitOfWork
 from services.payment.adapters.dependencies import GrpcHolds, GrpcOrders
 from services.payment.adapters.simulator import SimulatedGateway
@@ -31,6 +27,7 @@ from shop.common.v1.money_pb2 import Money
 from shop.credit.v1 import credit_pb2, credit_service_pb2
 from shop.order.v1 import order_pb2, order_service_pb2
 from shop.payment.v1 import payment_pb2, payment_service_pb2, payment_service_pb2_grpc
+from tests.e2e.conftest import rich_status
 
 pytestmark = pytest.mark.integration
 
@@ -191,18 +188,6 @@ async def start(
 
 
 @pytest.fixture
-async def payment_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    schema = f"g_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(database_url, schema, pool_size=10)
-    migrations = [*core_migrations(), *load_migrations("services.payment.migrations", "payment")]
-    await migrate(engine, schema, migrations)
-    yield engine
-    async with engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await engine.dispose()
-
-
-@pytest.fixture
 async def harness(payment_engine: AsyncEngine) -> AsyncIterator[Harness]:
     upstream = Upstream()
     running = await start(payment_engine, upstream)
@@ -210,26 +195,10 @@ async def harness(payment_engine: AsyncEngine) -> AsyncIterator[Harness]:
     await running.stop()
 
 
-def rich(
-    error: grpc.aio.AioRpcError,
-) -> tuple[error_details_pb2.ErrorInfo | None, error_details_pb2.BadRequest | None]:
-    info: error_details_pb2.ErrorInfo | None = None
-    bad: error_details_pb2.BadRequest | None = None
-    status = rpc_status.from_call(error)
-    for detail in status.details if status is not None else []:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-    return info, bad
-
-
 async def refused(call: Any) -> tuple[grpc.StatusCode, str, list[str]]:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call
-    info, bad = rich(raised.value)
+    info, bad = rich_status(raised.value)
     assert info is not None, raised.value.details()
     return (
         raised.value.code(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -13,9 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.db import create_engine
 from services.common.errors import DomainError, IdempotencyKeyReused, Unavailable
-from services.common.migrator import core_migrations, load_migrations, migrate
+from services.common.grpc_client import Deadline
 from services.common.money import Money
 from services.common.uow import UnitOfWork
 from services.payment.adapters.simulator import SimulatedGateway
@@ -31,7 +29,6 @@ from services.payment.domain.model import (
 )
 from services.payment.service_layer import compensation, handlers
 from services.payment.service_layer.handlers import Dependencies, PollPolicy, RetryPolicy
-from services.payment.service_layer.ports import Deadline
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2
 
@@ -146,19 +143,6 @@ class World:
                 text("SELECT payload FROM outbox WHERE subject = :s ORDER BY seq"), {"s": subject}
             )
             return [bytes(r.payload) for r in rows]
-
-
-@pytest.fixture
-async def payment_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """A fresh schema per test with the core's tables and Payment's own."""
-    schema = f"p_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(database_url, schema, pool_size=10)
-    migrations = [*core_migrations(), *load_migrations("services.payment.migrations", "payment")]
-    await migrate(engine, schema, migrations)
-    yield engine
-    async with engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -584,3 +568,26 @@ async def test_a_partly_refunded_payment_gets_the_rest_back(world: World) -> Non
     assert await handlers.compensate_cancelled_orders(world.deps) == 1
     assert await world.scalar("SELECT refunded FROM payments") == 5000
     assert await world.scalar("SELECT count(*) FROM refunds") == 2
+
+
+async def test_a_cancelled_order_nothing_was_charged_for_is_closed_once_no_payment_can_come(
+    world: World,
+) -> None:
+    old, fresh = world.reserved_order(1000), world.reserved_order(1000)
+    await note_cancelled(world, old)
+    await note_cancelled(world, fresh)
+    async with world.engine.begin() as conn:  # noted long enough ago that no payment can come
+        await conn.execute(
+            text(
+                "UPDATE cancelled_orders SET noted_at = now() - interval '1 hour'"
+                " WHERE order_id = :id"
+            ),
+            {"id": old.order_id},
+        )
+
+    assert await handlers.compensate_cancelled_orders(world.deps) == 0
+    assert world.orders.calls == 0  # nothing to ask Order about
+    async with world.engine.connect() as conn:
+        result = await conn.execute(text("SELECT order_id::text, outcome FROM cancelled_orders"))
+        rows: dict[str, str | None] = {row.order_id: row.outcome for row in result}
+    assert rows == {old.order_id: "NOTHING_CHARGED", fresh.order_id: None}

@@ -113,10 +113,11 @@ class PaymentRepository:
         ).first()
         return _payment(row) if row is not None else None
 
-    async def for_order(self, order_id: str) -> Payment | None:
+    async def for_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
+        lock = " FOR UPDATE" if for_update else ""
         row = (
             await self.conn.execute(
-                text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = :id"),
+                text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = :id{lock}"),
                 {"id": order_id},
             )
         ).first()

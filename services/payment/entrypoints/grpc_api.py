@@ -7,11 +7,11 @@ from typing import Any
 
 import grpc
 
-from services.common.idempotency import fingerprint
+from services.common.grpc_client import Deadline
+from services.common.idempotency import RequestLedger, fingerprint
 from services.common.paging import decode_page_token, next_page_token
 from services.common.uow import UnitOfWork
 from services.common.validation import Validator
-from services.payment.adapters.idempotency import RequestLedger
 from services.payment.adapters.proto_mapping import (
     method_from_proto,
     payment_to_proto,
@@ -20,7 +20,6 @@ from services.payment.adapters.proto_mapping import (
 from services.payment.adapters.repository import cursor_of
 from services.payment.domain.model import Payment
 from services.payment.service_layer import handlers
-from services.payment.service_layer.ports import Deadline
 from shop.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]

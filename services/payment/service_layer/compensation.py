@@ -45,6 +45,18 @@ _OPEN = text(
     " WHERE c.resolved_at IS NULL AND p.status IN ('SUCCEEDED', 'PARTIALLY_REFUNDED')"
     " ORDER BY c.noted_at LIMIT :limit"
 )
+# Noted orders that nothing was charged for (no payment, or a failed one) are done once no
+# payment can still appear: ProcessPayment reads the order (still RESERVED) before it
+# records the payment, which takes at most a call timeout; this leaves a wide margin. Without
+# it, the open rows of every ordinary cancellation would be scanned forever.
+NOTHING_CHARGED_AFTER_SECONDS = 300
+_RESOLVE_NOTHING_CHARGED = text(
+    "UPDATE cancelled_orders c SET resolved_at = now(), outcome = 'NOTHING_CHARGED'"
+    " WHERE c.resolved_at IS NULL"
+    " AND c.noted_at < now() - make_interval(secs => :after)"
+    " AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = c.order_id"
+    " AND p.status IN ('PENDING', 'SUCCEEDED', 'PARTIALLY_REFUNDED'))"
+)
 _RESOLVE = text(
     "UPDATE cancelled_orders SET resolved_at = now(), outcome = :outcome"
     " WHERE order_id = :order_id AND resolved_at IS NULL"
@@ -74,6 +86,10 @@ async def orders_to_check(conn: AsyncConnection, limit: int) -> list[str]:
     return [str(row.order_id) for row in await conn.execute(_OPEN, {"limit": limit})]
 
 
+async def resolve_nothing_charged(conn: AsyncConnection) -> None:
+    await conn.execute(_RESOLVE_NOTHING_CHARGED, {"after": NOTHING_CHARGED_AFTER_SECONDS})
+
+
 async def resolve(conn: AsyncConnection, order_id: str, outcome: str) -> None:
     await conn.execute(_RESOLVE, {"order_id": order_id, "outcome": outcome})
 
@@ -82,8 +98,7 @@ async def record_refund(uow: UnitOfWork, order_id: str) -> tuple[Refund, Payment
     """Under the payment's row lock, record the refund of what is left of the order's
     payment, once; None when there is nothing left to refund (or it was recorded before)."""
     payments, refunds = PaymentRepository(uow.conn), RefundRepository(uow.conn)
-    found = await payments.for_order(order_id)
-    payment = await payments.get(found.payment_id, for_update=True) if found else None
+    payment = await payments.for_order(order_id, for_update=True)
     if payment is None or payment.status not in REFUNDABLE:
         return None
     request_id = refund_request_id(order_id)

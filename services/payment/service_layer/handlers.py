@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 
 from services.common.errors import IdempotencyKeyReused, NotFound, Unavailable
 from services.common.events import new_event
-from services.common.grpc_client import DEFAULT_CALL_TIMEOUT
+from services.common.grpc_client import DEFAULT_CALL_TIMEOUT, Deadline
 from services.common.money import Money
 from services.common.paging import PageCursor
 from services.common.proto_mapping import amount_to_proto, money_to_proto, timestamp
@@ -42,7 +42,7 @@ from services.payment.domain.model import (
     RefundStatus,
 )
 from services.payment.service_layer import compensation
-from services.payment.service_layer.ports import Deadline, Holds, Orders
+from services.payment.service_layer.ports import Holds, Orders
 from shop.payment.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -437,6 +437,7 @@ async def compensate_cancelled_orders(deps: Dependencies, batch: int = 100) -> i
     """Refund the successful payments of orders that Order confirms were cancelled (see
     compensation.py). Returns how many noted orders it resolved."""
     async with deps.unit_of_work() as uow:
+        await compensation.resolve_nothing_charged(uow.conn)
         order_ids = await compensation.orders_to_check(uow.conn, batch)
     resolved = 0
     for order_id in order_ids:
