@@ -127,3 +127,104 @@ async def test_garbage_on_a_subject_is_terminated_not_retried(
     connect.cancel()
     await messaging.close()
     assert good.order_id in seen  # the consumer went past the garbage
+
+
+async def _start_consumer(
+    engine: AsyncEngine, infra: Infra, handler: Any
+) -> tuple[Messaging, list[asyncio.Task[None]]]:
+    messaging = Messaging(infra.nats_url, "inbox-batch-test")
+    connect = asyncio.create_task(messaging.connect())
+    await asyncio.wait_for(messaging.ready.wait(), 20)
+    consumer = Consumer(
+        name=f"batch-{uuid.uuid4().hex[:8]}",
+        stream="ORDERS",
+        handlers={events_pb2.OrderCancelled: handler},
+        unit_of_work=lambda: UnitOfWork(engine, "/test"),
+        messaging=messaging,
+        fetch_timeout=0.2,
+    )
+    return messaging, [connect, asyncio.create_task(consumer.run())]
+
+
+async def _publish_cancellations(infra: Infra, order_ids: list[str]) -> list[str]:
+    """Publish one OrderCancelled per order id before any consumer runs, so that the
+    consumer's first fetch gets them all as one batch; returns the event ids."""
+    nc = await nats.connect(infra.nats_url)
+    js = nc.jetstream()
+    event_ids = []
+    for order_id in order_ids:
+        event = new_event(events_pb2.OrderCancelled, order_id=order_id, reason="test")
+        env = envelope(event, "/shop/order")
+        await js.publish(env.subject, env.payload, headers=env.headers)
+        event_ids.append(event.event_id)
+    await nc.close()
+    return event_ids
+
+
+async def _bump(uow: UnitOfWork, event: Any) -> None:
+    await uow.conn.execute(
+        text(
+            "INSERT INTO counters (name, value) VALUES (:n, 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
+        ),
+        {"n": event.order_id},
+    )
+
+
+async def _wait_until_counted(engine: AsyncEngine, names: list[str], timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if all([await counter(engine, name) >= 1 for name in names]):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def test_a_fetched_batch_is_applied_in_one_transaction(
+    engine: AsyncEngine, infra: Infra
+) -> None:
+    order_ids = [str(uuid.uuid4()) for _ in range(5)]
+    event_ids = await _publish_cancellations(infra, order_ids)
+    messaging, tasks = await _start_consumer(engine, infra, _bump)
+    await _wait_until_counted(engine, order_ids, 15)
+    for task in tasks:
+        task.cancel()
+    await messaging.close()
+
+    assert [await counter(engine, order_id) for order_id in order_ids] == [1] * 5
+    async with engine.connect() as conn:
+        # processed_at is now(), the start of the transaction that applied the event
+        starts = (
+            await conn.execute(
+                text("SELECT count(DISTINCT processed_at) FROM inbox WHERE event_id = ANY(:ids)"),
+                {"ids": event_ids},
+            )
+        ).scalar_one()
+    assert starts == 1, "the five events were applied by one transaction"
+
+
+async def test_a_failing_event_in_a_batch_holds_back_only_itself(
+    engine: AsyncEngine, infra: Infra
+) -> None:
+    order_ids = [str(uuid.uuid4()) for _ in range(5)]
+    bad = order_ids[2]
+    bad_fails = True
+
+    async def bump_unless_bad(uow: UnitOfWork, event: Any) -> None:
+        await _bump(uow, event)
+        if event.order_id == bad and bad_fails:
+            raise RuntimeError("this event cannot be applied yet")
+
+    await _publish_cancellations(infra, order_ids)
+    messaging, tasks = await _start_consumer(engine, infra, bump_unless_bad)
+    good = [order_id for order_id in order_ids if order_id != bad]
+    await _wait_until_counted(engine, good, 15)
+    counted_while_failing = {order_id: await counter(engine, order_id) for order_id in order_ids}
+    bad_fails = False  # the cause goes away: the redelivery (after the nak's delay) applies it
+    await _wait_until_counted(engine, [bad], 15)
+    for task in tasks:
+        task.cancel()
+    await messaging.close()
+
+    assert counted_while_failing == {order_id: int(order_id != bad) for order_id in order_ids}
+    assert [await counter(engine, order_id) for order_id in order_ids] == [1] * 5
