@@ -219,10 +219,11 @@ class Client:
 
 
 @contextlib.contextmanager
-def echo_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def echo_server(*targets: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A bare echo server; given targets, the fan-out server that asks them first."""
     port, _ = find_free_port(0)
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo", str(port)],
+        [sys.executable, "-m", "bench.echo", str(port), *targets],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -332,6 +333,10 @@ class Bench:
             stack.enter_context(_stopping(mesh))
             mesh.start()
             _, echo_target = stack.enter_context(echo_server())
+            # The fan-out ceiling: one server asking two others, as Payment asks Order and
+            # Credit, each its own process as the services are.
+            peers = [stack.enter_context(echo_server())[1] for _ in range(2)]
+            _, fanout_target = stack.enter_context(echo_server(*peers))
             pids = {name: s.process.pid for name, s in mesh.services.items() if s.process}
             if nats is not None and nats.process is not None:
                 pids["nats"] = nats.process.pid
@@ -341,7 +346,7 @@ class Bench:
             self.progress.say("processes: " + ", ".join(f"{k} {v}" for k, v in pids.items()))
             assert mesh.database_url is not None
             self.results["versions"]["postgresql"] = await checks.server_version(mesh.database_url)
-            await self._interruptible(self._phases(mesh, echo_target, monitor))
+            await self._interruptible(self._phases(mesh, echo_target, fanout_target, monitor))
             self.results["wall_seconds"] = round(time.monotonic() - started, 1)
         self.results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return self.results
@@ -369,7 +374,9 @@ class Bench:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    async def _phases(self, mesh: LocalMesh, echo_target: str, monitor: Monitor) -> None:
+    async def _phases(
+        self, mesh: LocalMesh, echo_target: str, fanout_target: str, monitor: Monitor
+    ) -> None:
         config = self.config
         hints = Hints()
         if config.wait == "hint":
@@ -379,26 +386,22 @@ class Bench:
         sampler = asyncio.create_task(monitor.run())
         assert mesh.database_url is not None
         try:
-            async with grpc.aio.insecure_channel(echo_target) as echo_channel:
-                echo = echo_stub(echo_channel)
-                message = client.payment_request(
-                    order_pb2.Order(
-                        order_id=new_id(),
-                        customer_id=new_id(),
-                        reservation_id=new_id(),
-                        total=usd(PRICE),
-                    )
+            message = client.payment_request(
+                order_pb2.Order(
+                    order_id=new_id(),
+                    customer_id=new_id(),
+                    reservation_id=new_id(),
+                    total=usd(PRICE),
                 )
-
-                async def echo_once(_: int) -> None:
-                    await echo(message, timeout=10)
-
-                await echo_once(0)  # connected before the clock starts
-                self.progress.say(f"phase 1/5: echo baseline, {config.concurrency} callers")
-                baseline = await closed_loop(
-                    "echo", config.concurrency, config.seconds, echo_once, self.progress
-                )
+            )
+            self.progress.say(f"phase 1/5: echo baseline, {config.concurrency} callers")
+            baseline = await self._echo_phase("echo", echo_target, message)
             self._record("echo", baseline)
+            self.progress.say(
+                f"phase 1/5: fan-out ceiling (1 call in, 2 out at once), {config.concurrency}"
+                " callers"
+            )
+            self._record("fanout", await self._echo_phase("fanout", fanout_target, message))
 
             payers = [new_id() for _ in range(config.concurrency)]
             savers = [new_id() for _ in range(config.users)]
@@ -489,6 +492,18 @@ class Bench:
         }
         self._ratios()
 
+    async def _echo_phase(self, name: str, target: str, message: Any) -> PhaseResult:
+        async with grpc.aio.insecure_channel(target) as channel:
+            echo = echo_stub(channel)
+
+            async def echo_once(_: int) -> None:
+                await echo(message, timeout=10)
+
+            await echo_once(0)  # connected before the clock starts
+            return await closed_loop(
+                name, self.config.concurrency, self.config.seconds, echo_once, self.progress
+            )
+
     async def _settle(self, database_url: str) -> None:
         began = time.monotonic()
         if not await checks.wait_quiet(database_url):
@@ -538,9 +553,16 @@ class Bench:
         echo_rate = float(self.results["echo"]["rate"])
         self.results["payment_vs_echo"] = ratio(float(self.results["payment"]["rate"]), echo_rate)
         self.results["saga_vs_echo"] = ratio(float(self.results["saga"]["rate"]), echo_rate)
+        # The most payment_vs_echo can be with the design's two validation calls, and how
+        # much of that ProcessPayment reaches.
+        fanout_rate = float(self.results["fanout"]["rate"])
+        self.results["fanout_vs_echo"] = ratio(fanout_rate, echo_rate)
+        self.results["payment_vs_fanout"] = ratio(
+            float(self.results["payment"]["rate"]), fanout_rate
+        )
         errors = {
             name: self.results[name]["errors"]
-            for name in ("echo", "create_order", "payment", "saga", "saga_half")
+            for name in ("echo", "fanout", "create_order", "payment", "saga", "saga_half")
             if self.results[name]["errors"]
         }
         problems = list(self.results["books"]["problems"])

@@ -8,6 +8,7 @@ from typing import Any
 
 PHASES = (
     ("echo", "echo baseline (req)"),
+    ("fanout", "fan-out ceiling (req)"),
     ("create_order", "CreateOrder (prep)"),
     ("payment", "ProcessPayment"),
     ("saga", "saga, full speed"),
@@ -58,6 +59,9 @@ def table(results: dict[str, Any]) -> str:
     lines.append(
         f"payment_vs_echo {_num(results.get('payment_vs_echo'), 3)}"
         f"   saga_vs_echo {_num(results.get('saga_vs_echo'), 4)}"
+        f"   fanout_vs_echo {_num(results.get('fanout_vs_echo'), 3)} (the ceiling of"
+        f" payment_vs_echo; ProcessPayment reaches {_num(results.get('payment_vs_fanout'), 3)}"
+        " of it)"
     )
     books = results.get("books", {})
     lines.append(

@@ -16,7 +16,7 @@ from tests.conftest import Infra
 
 pytestmark = pytest.mark.e2e
 
-PHASES = ("echo", "create_order", "payment", "saga", "saga_half")
+PHASES = ("echo", "fanout", "create_order", "payment", "saga", "saga_half")
 
 
 def test_bench_runs_every_phase_and_reports_every_figure(infra: Infra, tmp_path: Path) -> None:
@@ -45,6 +45,8 @@ def test_bench_runs_every_phase_and_reports_every_figure(infra: Infra, tmp_path:
         assert set(results[phase]["cpu_seconds"]) >= {"order", "credit", "payment", "nats"}
     assert results["payment_vs_echo"] > 0
     assert results["saga_vs_echo"] > 0
+    assert results["fanout_vs_echo"] > 0
+    assert results["payment_vs_fanout"] > 0
     assert results["event_lag"]["saga"]["events"] > 0
     assert results["books"]["ok"] is True
     assert results["books"]["payments_succeeded"] == results["books"]["orders_paid"]
