@@ -39,11 +39,13 @@ def is_connection_error(error: BaseException) -> bool:
             cause,
             OSError
             | TimeoutError
-            | asyncpg.exceptions.ConnectionDoesNotExistError
+            | asyncpg.exceptions.PostgresConnectionError
             | asyncpg.exceptions.CannotConnectNowError
             | asyncpg.exceptions.AdminShutdownError
             | asyncpg.exceptions.TooManyConnectionsError,
         ):
             return True
+        if isinstance(cause, asyncpg.exceptions.InterfaceError) and "closed" in str(cause):
+            return True  # a call on a connection the server or the network closed
         cause = cause.__cause__ or cause.__context__
     return False

@@ -24,39 +24,38 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 from google.protobuf.message import Message
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.errors import IdempotencyKeyReused
+from services.common.sql import Sql
 from services.common.uow import UnitOfWork
 
 R = TypeVar("R", bound=Message)
 
 IN_PROGRESS = b""  # a claim's response; stored responses are never empty messages
 
-_LOOKUP = text(
+_LOOKUP = (
     "SELECT fingerprint, response FROM idempotency_keys"
     " WHERE operation = :operation AND request_id = :request_id"
 )
-_REMEMBER = text(
+_REMEMBER = (
     "INSERT INTO idempotency_keys (operation, request_id, fingerprint, response)"
     " VALUES (:operation, :request_id, :fingerprint, :response)"
 )
-_CLAIM = text(
+_CLAIM = (
     "INSERT INTO idempotency_keys (operation, request_id, fingerprint, response)"
     " VALUES (:operation, :request_id, :fingerprint, :in_progress)"
     " ON CONFLICT (operation, request_id) DO NOTHING RETURNING 1"
 )
-_COMPLETE_CLAIM = text(
+_COMPLETE_CLAIM = (
     "INSERT INTO idempotency_keys (operation, request_id, fingerprint, response)"
     " VALUES (:operation, :request_id, :fingerprint, :response)"
     " ON CONFLICT (operation, request_id) DO UPDATE SET response = excluded.response"
     " WHERE idempotency_keys.response = :in_progress"
     " AND idempotency_keys.fingerprint = excluded.fingerprint"
 )
-_RELEASE = text(
+_RELEASE = (
     "DELETE FROM idempotency_keys WHERE operation = :operation AND request_id = :request_id"
     " AND fingerprint = :fingerprint AND response = :in_progress"
 )
@@ -75,15 +74,15 @@ def _key(operation: str, request_id: str, request: Message) -> dict[str, Any]:
     }
 
 
-async def _stored(conn: AsyncConnection, key: dict[str, Any]) -> bytes | None:
+async def _stored(conn: Sql, key: dict[str, Any]) -> bytes | None:
     """The response stored for this id (IN_PROGRESS for a claim), None if the id is unknown;
     raises if the id was used for a different request."""
-    row = (await conn.execute(_LOOKUP, key)).first()
+    row = await conn.fetchrow(_LOOKUP, key)
     if row is None:
         return None
-    if bytes(row.fingerprint) != key["fingerprint"]:
+    if bytes(row["fingerprint"]) != key["fingerprint"]:
         raise IdempotencyKeyReused(key["request_id"])
-    return bytes(row.response)
+    return bytes(row["response"])
 
 
 async def run_idempotent(
@@ -106,9 +105,9 @@ async def run_idempotent(
                 response = await work(uow)
                 await uow.conn.execute(_REMEMBER, {**key, "response": response.SerializeToString()})
                 return response
-        except sa_exc.IntegrityError as error:
+        except asyncpg.UniqueViolationError as error:
             # Lost the race to a concurrent request with this id: replay its response.
-            if attempt == 0 and "idempotency_keys_pkey" in str(error.orig):
+            if attempt == 0 and error.constraint_name == "idempotency_keys_pkey":
                 continue
             raise
     raise AssertionError("unreachable")
@@ -130,7 +129,7 @@ class RequestLedger:
         key = _key(operation, request_id, request)
         async with self.unit_of_work() as uow:
             # One transaction: a fresh claim needs no lookup (it is ours, in progress).
-            if (await uow.conn.execute(_CLAIM, key)).first() is not None:
+            if await uow.conn.fetchrow(_CLAIM, key) is not None:
                 return None
             # Unknown (claimed and released meanwhile by a failed call) or in progress: run.
             return await _stored(uow.conn, key) or None

@@ -15,30 +15,29 @@ from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from nats.aio.msg import Msg
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.common.events import EVENT_TYPES, SUBJECT_TYPES, subject_of
 from services.common.faults import crash_point
 from services.common.jetstream import Messaging, ensure_durable_consumer
+from services.common.sql import Sql
 from services.common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[UnitOfWork, Any], Awaitable[None]]
 
-_CLAIM = text(
+_CLAIM = (
     "INSERT INTO inbox (consumer, event_id, subject) VALUES (:consumer, :event_id, :subject)"
     " ON CONFLICT DO NOTHING RETURNING 1"
 )
 
 
-async def claim(conn: AsyncConnection, consumer: str, event_id: str, subject: str) -> bool:
+async def claim(conn: Sql, consumer: str, event_id: str, subject: str) -> bool:
     """Record the event as applied by `consumer`; False if it already was."""
-    row = await conn.execute(
+    row = await conn.fetchrow(
         _CLAIM, {"consumer": consumer, "event_id": event_id, "subject": subject}
     )
-    return row.first() is not None
+    return row is not None
 
 
 @dataclass(frozen=True, slots=True)

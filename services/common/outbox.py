@@ -11,18 +11,18 @@ import asyncio
 import contextlib
 import logging
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.jetstream import Messaging
+from services.common.sql import Transaction
 
 log = logging.getLogger(__name__)
 
-_CLAIM = text(
+_CLAIM = (
     "SELECT seq, subject, payload, headers FROM outbox WHERE published_at IS NULL"
     " ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED"
 )
-_MARK = text("UPDATE outbox SET published_at = now() WHERE seq = ANY(:seqs)")
+_MARK = "UPDATE outbox SET published_at = now() WHERE seq = ANY(:seqs)"
 
 
 class OutboxRelay:
@@ -67,8 +67,8 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many rows were published and marked."""
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(_CLAIM, {"limit": self._batch_size})).all()
+        async with Transaction(self._engine) as conn:
+            rows = await conn.fetch(_CLAIM, {"limit": self._batch_size})
             if not rows:
                 return 0
             published: list[int] = []

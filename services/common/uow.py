@@ -6,23 +6,35 @@ both commit or neither does; the relay publishes them afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from types import TracebackType
 
+import asyncpg
 from google.protobuf.message import Message
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import is_connection_error
-from services.common.errors import Unavailable
+from services.common.errors import DomainError, Unavailable
 from services.common.events import envelope
 from services.common.faults import crash_point
+from services.common.sql import Sql, Transaction
 
-_INSERT_OUTBOX = text(
+_INSERT_OUTBOX = (
     "INSERT INTO outbox (event_id, subject, event_type, payload, headers)"
     " VALUES (:event_id, :subject, :event_type, :payload, CAST(:headers AS jsonb))"
+)
+
+# What a database that went away raises, and what it means to the caller: retry later.
+_DATABASE_ERRORS = (
+    sa_exc.DBAPIError,
+    sa_exc.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
 )
 
 
@@ -30,17 +42,16 @@ class UnitOfWork:
     def __init__(
         self, engine: AsyncEngine, source: str, on_commit: Callable[[], None] | None = None
     ) -> None:
-        self._engine = engine
         self._source = source
         self._on_commit = on_commit
         self._events: list[Message] = []
-        self._conn: AsyncConnection | None = None
-        self._tx: AsyncTransaction | None = None
+        self._tx = Transaction(engine)
+        self._sql: Sql | None = None
 
     @property
-    def conn(self) -> AsyncConnection:
-        assert self._conn is not None, "use the unit of work as `async with`"
-        return self._conn
+    def conn(self) -> Sql:
+        assert self._sql is not None, "use the unit of work as `async with`"
+        return self._sql
 
     def emit(self, event: Message) -> None:
         """Queue an event; it is written to the outbox when the unit of work commits."""
@@ -48,10 +59,8 @@ class UnitOfWork:
 
     async def __aenter__(self) -> UnitOfWork:
         try:
-            self._conn = await self._engine.connect()
-            self._tx = await self._conn.begin()
-        except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as error:
-            await self._close()
+            self._sql = await self._tx.begin()
+        except _DATABASE_ERRORS as error:
             raise self._translate(error) from error
         return self
 
@@ -64,14 +73,15 @@ class UnitOfWork:
         try:
             if exc is None:
                 await self._commit()
-            elif self._tx is not None and self._tx.is_active:
-                await self._tx.rollback()
-        except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as error:
+            else:
+                with contextlib.suppress(*_DATABASE_ERRORS, asyncpg.PostgresError):
+                    await self._tx.rollback()
+        except (*_DATABASE_ERRORS, asyncpg.PostgresError) as error:
             if exc is None:
                 raise self._translate(error) from error
         finally:
-            await self._close()
-        if exc is not None and isinstance(exc, sa_exc.DBAPIError | sa_exc.TimeoutError | OSError):
+            await self._tx.close()
+        if exc is not None and not isinstance(exc, DomainError):
             translated = self._translate(exc)
             if translated is not exc:
                 raise translated from exc
@@ -90,19 +100,13 @@ class UnitOfWork:
                         "headers": json.dumps(env.headers),
                     }
                 )
-            await self.conn.execute(_INSERT_OUTBOX, rows)
-        assert self._tx is not None
+            await self.conn.executemany(_INSERT_OUTBOX, rows)
         await self._tx.commit()
         if self._events:
             crash_point("outbox.committed")
         if self._events and self._on_commit is not None:
             self._on_commit()  # wake the relay now instead of at its next poll
         self._events.clear()
-
-    async def _close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
 
     @staticmethod
     def _translate(error: BaseException) -> BaseException:

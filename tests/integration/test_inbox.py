@@ -38,7 +38,7 @@ async def test_a_redelivered_or_duplicated_event_is_applied_once(
     async def bump(uow: UnitOfWork, event: Any) -> None:
         nonlocal failures_left
         await uow.conn.execute(
-            text(
+            (
                 "INSERT INTO counters (name, value) VALUES (:n, 1)"
                 " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
             ),
@@ -163,7 +163,7 @@ async def _publish_cancellations(infra: Infra, order_ids: list[str]) -> list[str
 
 async def _bump(uow: UnitOfWork, event: Any) -> None:
     await uow.conn.execute(
-        text(
+        (
             "INSERT INTO counters (name, value) VALUES (:n, 1)"
             " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
         ),

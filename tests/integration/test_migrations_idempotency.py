@@ -43,9 +43,7 @@ async def test_same_request_id_runs_once_even_when_racing(engine: AsyncEngine) -
 
     async def work(uow: UnitOfWork) -> StringValue:
         thing = uuid.uuid4()
-        await uow.conn.execute(
-            text("INSERT INTO things (id, name) VALUES (:id, 'x')"), {"id": thing}
-        )
+        await uow.conn.execute("INSERT INTO things (id, name) VALUES (:id, 'x')", {"id": thing})
         await asyncio.sleep(0.05)  # widen the race window
         return StringValue(value=str(thing))
 

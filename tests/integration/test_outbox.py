@@ -41,7 +41,7 @@ async def count(engine: AsyncEngine, sql: str) -> int:
 async def test_business_row_and_outbox_row_commit_together(engine: AsyncEngine) -> None:
     async with UnitOfWork(engine, "/test") as uow:
         await uow.conn.execute(
-            text("INSERT INTO things (id, name) VALUES (:id, 'kept')"), {"id": uuid.uuid4()}
+            "INSERT INTO things (id, name) VALUES (:id, 'kept')", {"id": uuid.uuid4()}
         )
         uow.emit(topped_up())
     assert await count(engine, "SELECT count(*) FROM things") == 1
@@ -52,7 +52,7 @@ async def test_business_row_and_outbox_row_roll_back_together(engine: AsyncEngin
     with pytest.raises(RuntimeError, match="boom"):
         async with UnitOfWork(engine, "/test") as uow:
             await uow.conn.execute(
-                text("INSERT INTO things (id, name) VALUES (:id, 'lost')"), {"id": uuid.uuid4()}
+                "INSERT INTO things (id, name) VALUES (:id, 'lost')", {"id": uuid.uuid4()}
             )
             uow.emit(topped_up())
             raise RuntimeError("boom")
@@ -63,16 +63,12 @@ async def test_business_row_and_outbox_row_roll_back_together(engine: AsyncEngin
 async def test_a_failed_commit_writes_neither(engine: AsyncEngine) -> None:
     thing = uuid.uuid4()
     async with UnitOfWork(engine, "/test") as uow:
-        await uow.conn.execute(
-            text("INSERT INTO things (id, name) VALUES (:id, 'a')"), {"id": thing}
-        )
+        await uow.conn.execute("INSERT INTO things (id, name) VALUES (:id, 'a')", {"id": thing})
     event = topped_up()
     with pytest.raises(Exception, match="duplicate key"):
         async with UnitOfWork(engine, "/test") as uow:
             uow.emit(event)  # queued first, the failing statement comes after
-            await uow.conn.execute(
-                text("INSERT INTO things (id, name) VALUES (:id, 'b')"), {"id": thing}
-            )
+            await uow.conn.execute("INSERT INTO things (id, name) VALUES (:id, 'b')", {"id": thing})
     assert await count(engine, "SELECT count(*) FROM outbox") == 0
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from services.common.sql import Record, Sql
 from services.credit.domain.model import CreditAccount
 
 _COLUMNS = "customer_id, currency, available, reserved, spent, topped_up, updated_at"
@@ -20,8 +18,8 @@ class StoredAccount:
     updated_at: datetime
 
 
-def _from_row(row: object) -> StoredAccount:
-    r = row._mapping  # type: ignore[attr-defined]
+def _from_row(row: Record) -> StoredAccount:
+    r = row
     return StoredAccount(
         CreditAccount(
             customer_id=str(r["customer_id"]),
@@ -36,23 +34,21 @@ def _from_row(row: object) -> StoredAccount:
 
 
 class AccountRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Sql) -> None:
         self.conn = conn
 
     async def get(self, customer_id: str, *, for_update: bool = False) -> StoredAccount | None:
         lock = " FOR UPDATE" if for_update else ""
-        row = (
-            await self.conn.execute(
-                text(f"SELECT {_COLUMNS} FROM accounts WHERE customer_id = :id{lock}"),
-                {"id": customer_id},
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (f"SELECT {_COLUMNS} FROM accounts WHERE customer_id = :id{lock}"),
+            {"id": customer_id},
+        )
         return _from_row(row) if row is not None else None
 
     async def get_or_open(self, customer_id: str, currency: str) -> StoredAccount:
         """Lock the customer's account, opening an empty one in `currency` if there is none."""
         await self.conn.execute(
-            text(
+            (
                 "INSERT INTO accounts"
                 " (customer_id, currency, available, reserved, spent, topped_up)"
                 " VALUES (:id, :currency, 0, 0, 0, 0)"
@@ -65,21 +61,19 @@ class AccountRepository:
         return stored
 
     async def save(self, account: CreditAccount) -> datetime:
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE accounts SET available = :available, reserved = :reserved,"
-                    " spent = :spent, topped_up = :topped_up, updated_at = now()"
-                    " WHERE customer_id = :id RETURNING updated_at"
-                ),
-                {
-                    "id": account.customer_id,
-                    "available": account.available,
-                    "reserved": account.reserved,
-                    "spent": account.spent,
-                    "topped_up": account.topped_up,
-                },
-            )
-        ).one()
-        updated_at: datetime = row.updated_at
+        row = await self.conn.fetchone(
+            (
+                "UPDATE accounts SET available = :available, reserved = :reserved,"
+                " spent = :spent, topped_up = :topped_up, updated_at = now()"
+                " WHERE customer_id = :id RETURNING updated_at"
+            ),
+            {
+                "id": account.customer_id,
+                "available": account.available,
+                "reserved": account.reserved,
+                "spent": account.spent,
+                "topped_up": account.topped_up,
+            },
+        )
+        updated_at: datetime = row["updated_at"]
         return updated_at

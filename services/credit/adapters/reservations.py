@@ -6,11 +6,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.common.money import Money
 from services.common.paging import PageCursor
+from services.common.sql import Record, Sql
 from services.credit.domain.reservation import Reservation, ReservationState
 
 _COLUMNS = (
@@ -30,8 +28,8 @@ class StoredReservation:
         return PageCursor(self.created_at, self.reservation.reservation_id)
 
 
-def _from_row(row: object) -> StoredReservation:
-    r = row._mapping  # type: ignore[attr-defined]
+def _from_row(row: Record) -> StoredReservation:
+    r = row
     return StoredReservation(
         Reservation(
             reservation_id=str(r["reservation_id"]),
@@ -49,55 +47,49 @@ def _from_row(row: object) -> StoredReservation:
 
 
 class ReservationRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Sql) -> None:
         self.conn = conn
 
     async def get(self, reservation_id: str) -> StoredReservation | None:
-        row = (
-            await self.conn.execute(
-                text(f"SELECT {_COLUMNS} FROM reservations WHERE reservation_id = :id"),
-                {"id": reservation_id},
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (f"SELECT {_COLUMNS} FROM reservations WHERE reservation_id = :id"),
+            {"id": reservation_id},
+        )
         return _from_row(row) if row is not None else None
 
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
         lock = " FOR UPDATE" if for_update else ""
-        row = (
-            await self.conn.execute(
-                text(f"SELECT {_COLUMNS} FROM reservations WHERE order_id = :id{lock}"),
-                {"id": order_id},
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (f"SELECT {_COLUMNS} FROM reservations WHERE order_id = :id{lock}"),
+            {"id": order_id},
+        )
         return _from_row(row).reservation if row is not None else None
 
     async def add(
         self, customer_id: str, order_id: str, amount: Money, ttl_seconds: int
     ) -> Reservation:
-        row = (
-            await self.conn.execute(
-                text(
-                    "INSERT INTO reservations (reservation_id, customer_id, order_id, currency,"
-                    " amount, state, expires_at)"
-                    " VALUES (:id, :customer, :order, :currency, :amount, 'ACTIVE',"
-                    " now() + make_interval(secs => :ttl))"
-                    f" RETURNING {_COLUMNS}"
-                ),
-                {
-                    "id": str(uuid.uuid4()),
-                    "customer": customer_id,
-                    "order": order_id,
-                    "currency": amount.currency,
-                    "amount": amount.minor_units,
-                    "ttl": ttl_seconds,
-                },
-            )
-        ).one()
+        row = await self.conn.fetchone(
+            (
+                "INSERT INTO reservations (reservation_id, customer_id, order_id, currency,"
+                " amount, state, expires_at)"
+                " VALUES (:id, :customer, :order, :currency, :amount, 'ACTIVE',"
+                " now() + make_interval(secs => :ttl))"
+                f" RETURNING {_COLUMNS}"
+            ),
+            {
+                "id": str(uuid.uuid4()),
+                "customer": customer_id,
+                "order": order_id,
+                "currency": amount.currency,
+                "amount": amount.minor_units,
+                "ttl": ttl_seconds,
+            },
+        )
         return _from_row(row).reservation
 
     async def save(self, reservation: Reservation) -> None:
         await self.conn.execute(
-            text(
+            (
                 "UPDATE reservations SET state = :state, payment_id = :payment,"
                 " release_reason = :reason, updated_at = now() WHERE reservation_id = :id"
             ),
@@ -111,8 +103,8 @@ class ReservationRepository:
 
     async def lock_expired(self, limit: int) -> list[Reservation]:
         """Active holds past their expiry, locked; holds another sweeper has are skipped."""
-        rows = await self.conn.execute(
-            text(
+        rows = await self.conn.fetch(
+            (
                 f"SELECT {_COLUMNS} FROM reservations"
                 " WHERE state = 'ACTIVE' AND expires_at <= now()"
                 " ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED"
@@ -125,8 +117,8 @@ class ReservationRepository:
         self, customer_id: str, after: PageCursor | None, limit: int
     ) -> list[StoredReservation]:
         keyset = " AND (created_at, reservation_id) < (:after_at, :after_id)" if after else ""
-        rows = await self.conn.execute(
-            text(
+        rows = await self.conn.fetch(
+            (
                 f"SELECT {_COLUMNS} FROM reservations WHERE customer_id = :customer{keyset}"
                 " ORDER BY created_at DESC, reservation_id DESC LIMIT :limit"
             ),
@@ -141,12 +133,12 @@ class ReservationRepository:
 
     async def mark_order_cancelled(self, order_id: str) -> None:
         await self.conn.execute(
-            text("INSERT INTO cancelled_orders (order_id) VALUES (:id) ON CONFLICT DO NOTHING"),
+            ("INSERT INTO cancelled_orders (order_id) VALUES (:id) ON CONFLICT DO NOTHING"),
             {"id": order_id},
         )
 
     async def order_was_cancelled(self, order_id: str) -> bool:
-        row = await self.conn.execute(
-            text("SELECT 1 FROM cancelled_orders WHERE order_id = :id"), {"id": order_id}
+        row = await self.conn.fetchrow(
+            "SELECT 1 FROM cancelled_orders WHERE order_id = :id", {"id": order_id}
         )
-        return row.first() is not None
+        return row is not None

@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.common.money import Money
 from services.common.paging import PageCursor
+from services.common.sql import Record, Sql
 from services.order.domain.model import LineItem, Order, OrderStatus
 
 _COLUMNS = (
@@ -50,8 +48,8 @@ def _items_from_json(raw: Any, currency: str) -> tuple[LineItem, ...]:
     )
 
 
-def _from_row(row: object) -> StoredOrder:
-    r = row._mapping  # type: ignore[attr-defined]
+def _from_row(row: Record) -> StoredOrder:
+    r = row
     currency = r["currency"]
     return StoredOrder(
         Order(
@@ -70,70 +68,64 @@ def _from_row(row: object) -> StoredOrder:
 
 
 class OrderRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Sql) -> None:
         self.conn = conn
 
     async def add(self, order: Order) -> StoredOrder:
-        row = (
-            await self.conn.execute(
-                text(
-                    "INSERT INTO orders (order_id, customer_id, currency, total, status,"
-                    " reservation_id, payment_id, failure_reason, items)"
-                    " VALUES (:id, :customer, :currency, :total, :status, :reservation,"
-                    " :payment, :reason, CAST(:items AS jsonb))"
-                    f" RETURNING {_COLUMNS}"
-                ),
-                {
-                    "id": order.order_id,
-                    "customer": order.customer_id,
-                    "currency": order.total.currency,
-                    "total": order.total.minor_units,
-                    "status": order.status.value,
-                    "reservation": order.reservation_id or None,
-                    "payment": order.payment_id or None,
-                    "reason": order.failure_reason or None,
-                    "items": _items_to_json(order),
-                },
-            )
-        ).one()
+        row = await self.conn.fetchone(
+            (
+                "INSERT INTO orders (order_id, customer_id, currency, total, status,"
+                " reservation_id, payment_id, failure_reason, items)"
+                " VALUES (:id, :customer, :currency, :total, :status, :reservation,"
+                " :payment, :reason, CAST(:items AS jsonb))"
+                f" RETURNING {_COLUMNS}"
+            ),
+            {
+                "id": order.order_id,
+                "customer": order.customer_id,
+                "currency": order.total.currency,
+                "total": order.total.minor_units,
+                "status": order.status.value,
+                "reservation": order.reservation_id or None,
+                "payment": order.payment_id or None,
+                "reason": order.failure_reason or None,
+                "items": _items_to_json(order),
+            },
+        )
         return _from_row(row)
 
     async def get(self, order_id: str, *, for_update: bool = False) -> StoredOrder | None:
         lock = " FOR UPDATE" if for_update else ""
-        row = (
-            await self.conn.execute(
-                text(f"SELECT {_COLUMNS} FROM orders WHERE order_id = :id{lock}"),
-                {"id": order_id},
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (f"SELECT {_COLUMNS} FROM orders WHERE order_id = :id{lock}"),
+            {"id": order_id},
+        )
         return _from_row(row) if row is not None else None
 
     async def save(self, order: Order) -> StoredOrder:
         """Write the lifecycle fields back (items and total never change)."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE orders SET status = :status, reservation_id = :reservation,"
-                    " payment_id = :payment, failure_reason = :reason, updated_at = now()"
-                    f" WHERE order_id = :id RETURNING {_COLUMNS}"
-                ),
-                {
-                    "id": order.order_id,
-                    "status": order.status.value,
-                    "reservation": order.reservation_id or None,
-                    "payment": order.payment_id or None,
-                    "reason": order.failure_reason or None,
-                },
-            )
-        ).one()
+        row = await self.conn.fetchone(
+            (
+                "UPDATE orders SET status = :status, reservation_id = :reservation,"
+                " payment_id = :payment, failure_reason = :reason, updated_at = now()"
+                f" WHERE order_id = :id RETURNING {_COLUMNS}"
+            ),
+            {
+                "id": order.order_id,
+                "status": order.status.value,
+                "reservation": order.reservation_id or None,
+                "payment": order.payment_id or None,
+                "reason": order.failure_reason or None,
+            },
+        )
         return _from_row(row)
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
     ) -> list[StoredOrder]:
         keyset = " AND (created_at, order_id) < (:after_at, :after_id)" if after else ""
-        rows = await self.conn.execute(
-            text(
+        rows = await self.conn.fetch(
+            (
                 f"SELECT {_COLUMNS} FROM orders WHERE customer_id = :customer{keyset}"
                 " ORDER BY created_at DESC, order_id DESC LIMIT :limit"
             ),

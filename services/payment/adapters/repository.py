@@ -6,11 +6,9 @@ settlement first wins, and the loser reads the winner's outcome instead of writi
 
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.common.money import Money
 from services.common.paging import PageCursor
+from services.common.sql import Record, Sql
 from services.payment.domain.model import (
     Payment,
     PaymentMethod,
@@ -35,8 +33,8 @@ def cursor_of(payment: Payment) -> PageCursor:
     return PageCursor(payment.created_at, payment.payment_id)
 
 
-def _payment(row: object) -> Payment:
-    r = row._mapping  # type: ignore[attr-defined]
+def _payment(row: Record) -> Payment:
+    r = row
     return Payment(
         payment_id=str(r["payment_id"]),
         order_id=str(r["order_id"]),
@@ -57,8 +55,8 @@ def _payment(row: object) -> Payment:
     )
 
 
-def _refund(row: object) -> Refund:
-    r = row._mapping  # type: ignore[attr-defined]
+def _refund(row: Record) -> Refund:
+    r = row
     return Refund(
         refund_id=str(r["refund_id"]),
         payment_id=str(r["payment_id"]),
@@ -75,97 +73,87 @@ def _refund(row: object) -> Refund:
 
 
 class PaymentRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Sql) -> None:
         self.conn = conn
 
     async def add(self, payment: Payment) -> Payment | None:
         """Insert a PENDING payment; None when the order already has one (the database's
         unique constraint decides, so concurrent callers cannot both win)."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "INSERT INTO payments (payment_id, order_id, customer_id, reservation_id,"
-                    " currency, amount, payment_method, status)"
-                    " VALUES (:payment_id, :order_id, :customer_id, :reservation_id,"
-                    " :currency, :amount, :method, 'PENDING')"
-                    f" ON CONFLICT (order_id) DO NOTHING RETURNING {_PAYMENT_COLUMNS}"
-                ),
-                {
-                    "payment_id": payment.payment_id,
-                    "order_id": payment.order_id,
-                    "customer_id": payment.customer_id,
-                    "reservation_id": payment.reservation_id or None,
-                    "currency": payment.amount.currency,
-                    "amount": payment.amount.minor_units,
-                    "method": payment.method.value,
-                },
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (
+                "INSERT INTO payments (payment_id, order_id, customer_id, reservation_id,"
+                " currency, amount, payment_method, status)"
+                " VALUES (:payment_id, :order_id, :customer_id, :reservation_id,"
+                " :currency, :amount, :method, 'PENDING')"
+                f" ON CONFLICT (order_id) DO NOTHING RETURNING {_PAYMENT_COLUMNS}"
+            ),
+            {
+                "payment_id": payment.payment_id,
+                "order_id": payment.order_id,
+                "customer_id": payment.customer_id,
+                "reservation_id": payment.reservation_id or None,
+                "currency": payment.amount.currency,
+                "amount": payment.amount.minor_units,
+                "method": payment.method.value,
+            },
+        )
         return _payment(row) if row is not None else None
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
         lock = " FOR UPDATE" if for_update else ""
-        row = (
-            await self.conn.execute(
-                text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = :id{lock}"),
-                {"id": payment_id},
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = :id{lock}"),
+            {"id": payment_id},
+        )
         return _payment(row) if row is not None else None
 
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
         lock = " FOR UPDATE" if for_update else ""
-        row = (
-            await self.conn.execute(
-                text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = :id{lock}"),
-                {"id": order_id},
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = :id{lock}"),
+            {"id": order_id},
+        )
         return _payment(row) if row is not None else None
 
     async def record_settlement(self, payment: Payment) -> Payment | None:
         """PENDING → the payment's new status; None if someone else settled it first."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE payments SET status = :status, error_code = :error_code,"
-                    " error_message = :error_message, failure_reason = :failure_reason,"
-                    " transaction_id = :transaction_id, is_simulated = :is_simulated,"
-                    " simulated_response = :simulated_response,"
-                    " processed_at = now(), updated_at = now()"
-                    " WHERE payment_id = :payment_id AND status = 'PENDING'"
-                    f" RETURNING {_PAYMENT_COLUMNS}"
-                ),
-                {
-                    "payment_id": payment.payment_id,
-                    "status": payment.status.value,
-                    "error_code": payment.error_code or None,
-                    "error_message": payment.error_message or None,
-                    "failure_reason": payment.failure_reason or None,
-                    "transaction_id": payment.transaction_id or None,
-                    "is_simulated": payment.is_simulated,
-                    "simulated_response": payment.simulated_response or None,
-                },
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (
+                "UPDATE payments SET status = :status, error_code = :error_code,"
+                " error_message = :error_message, failure_reason = :failure_reason,"
+                " transaction_id = :transaction_id, is_simulated = :is_simulated,"
+                " simulated_response = :simulated_response,"
+                " processed_at = now(), updated_at = now()"
+                " WHERE payment_id = :payment_id AND status = 'PENDING'"
+                f" RETURNING {_PAYMENT_COLUMNS}"
+            ),
+            {
+                "payment_id": payment.payment_id,
+                "status": payment.status.value,
+                "error_code": payment.error_code or None,
+                "error_message": payment.error_message or None,
+                "failure_reason": payment.failure_reason or None,
+                "transaction_id": payment.transaction_id or None,
+                "is_simulated": payment.is_simulated,
+                "simulated_response": payment.simulated_response or None,
+            },
+        )
         return _payment(row) if row is not None else None
 
     async def record_refunded(self, payment: Payment) -> Payment:
         """Write the refunded total and status; the caller holds the row lock."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE payments SET status = :status, refunded = :refunded,"
-                    " updated_at = now() WHERE payment_id = :payment_id"
-                    f" RETURNING {_PAYMENT_COLUMNS}"
-                ),
-                {
-                    "payment_id": payment.payment_id,
-                    "status": payment.status.value,
-                    "refunded": payment.refunded,
-                },
-            )
-        ).one()
+        row = await self.conn.fetchone(
+            (
+                "UPDATE payments SET status = :status, refunded = :refunded,"
+                " updated_at = now() WHERE payment_id = :payment_id"
+                f" RETURNING {_PAYMENT_COLUMNS}"
+            ),
+            {
+                "payment_id": payment.payment_id,
+                "status": payment.status.value,
+                "refunded": payment.refunded,
+            },
+        )
         return _payment(row)
 
     async def page(
@@ -178,8 +166,8 @@ class PaymentRepository:
             where.append("customer_id = :customer_id")
         if after is not None:
             where.append("(created_at, payment_id) < (:after_at, :after_id)")
-        rows = await self.conn.execute(
-            text(
+        rows = await self.conn.fetch(
+            (
                 f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE {' AND '.join(where)}"
                 " ORDER BY created_at DESC, payment_id DESC LIMIT :limit"
             ),
@@ -194,8 +182,8 @@ class PaymentRepository:
         return [_payment(row) for row in rows]
 
     async def stale_pending(self, older_than_seconds: float, limit: int) -> list[Payment]:
-        rows = await self.conn.execute(
-            text(
+        rows = await self.conn.fetch(
+            (
                 f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'PENDING'"
                 " AND created_at < now() - make_interval(secs => :age)"
                 " ORDER BY created_at LIMIT :limit"
@@ -206,89 +194,79 @@ class PaymentRepository:
 
 
 class RefundRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Sql) -> None:
         self.conn = conn
 
     async def add(self, refund: Refund, fingerprint: bytes) -> Refund:
-        row = (
-            await self.conn.execute(
-                text(
-                    "INSERT INTO refunds (refund_id, payment_id, currency, amount, reason,"
-                    " status, request_id, request_fingerprint)"
-                    " VALUES (:refund_id, :payment_id, :currency, :amount, :reason, 'PENDING',"
-                    f" :request_id, :fingerprint) RETURNING {_REFUND_COLUMNS}"
-                ),
-                {
-                    "refund_id": refund.refund_id,
-                    "payment_id": refund.payment_id,
-                    "currency": refund.amount.currency,
-                    "amount": refund.amount.minor_units,
-                    "reason": refund.reason,
-                    "request_id": refund.request_id,
-                    "fingerprint": fingerprint,
-                },
-            )
-        ).one()
+        row = await self.conn.fetchone(
+            (
+                "INSERT INTO refunds (refund_id, payment_id, currency, amount, reason,"
+                " status, request_id, request_fingerprint)"
+                " VALUES (:refund_id, :payment_id, :currency, :amount, :reason, 'PENDING',"
+                f" :request_id, :fingerprint) RETURNING {_REFUND_COLUMNS}"
+            ),
+            {
+                "refund_id": refund.refund_id,
+                "payment_id": refund.payment_id,
+                "currency": refund.amount.currency,
+                "amount": refund.amount.minor_units,
+                "reason": refund.reason,
+                "request_id": refund.request_id,
+                "fingerprint": fingerprint,
+            },
+        )
         return _refund(row)
 
     async def by_request_id(self, request_id: str) -> tuple[Refund, bytes] | None:
-        row = (
-            await self.conn.execute(
-                text(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE request_id = :id"),
-                {"id": request_id},
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE request_id = :id"),
+            {"id": request_id},
+        )
         if row is None:
             return None
-        return _refund(row), bytes(row.request_fingerprint)
+        return _refund(row), bytes(row["request_fingerprint"])
 
     async def get(self, refund_id: str) -> Refund | None:
-        row = (
-            await self.conn.execute(
-                text(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE refund_id = :id"),
-                {"id": refund_id},
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE refund_id = :id"),
+            {"id": refund_id},
+        )
         return _refund(row) if row is not None else None
 
     async def pending_total(self, payment_id: str) -> int:
         """Minor units promised to refunds still at the gateway: not refundable again."""
-        total = (
-            await self.conn.execute(
-                text(
-                    "SELECT coalesce(sum(amount), 0) FROM refunds"
-                    " WHERE payment_id = :id AND status = 'PENDING'"
-                ),
-                {"id": payment_id},
-            )
-        ).scalar_one()
+        total = await self.conn.fetchval(
+            (
+                "SELECT coalesce(sum(amount), 0) FROM refunds"
+                " WHERE payment_id = :id AND status = 'PENDING'"
+            ),
+            {"id": payment_id},
+        )
         return int(total)
 
     async def record_settlement(self, refund: Refund) -> Refund | None:
         """PENDING → SUCCEEDED/FAILED; None if someone else settled it first."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "UPDATE refunds SET status = :status, transaction_id = :transaction_id,"
-                    " error_code = :error_code, error_message = :error_message,"
-                    " processed_at = now()"
-                    " WHERE refund_id = :refund_id AND status = 'PENDING'"
-                    f" RETURNING {_REFUND_COLUMNS}"
-                ),
-                {
-                    "refund_id": refund.refund_id,
-                    "status": refund.status.value,
-                    "transaction_id": refund.transaction_id or None,
-                    "error_code": refund.error_code or None,
-                    "error_message": refund.error_message or None,
-                },
-            )
-        ).first()
+        row = await self.conn.fetchrow(
+            (
+                "UPDATE refunds SET status = :status, transaction_id = :transaction_id,"
+                " error_code = :error_code, error_message = :error_message,"
+                " processed_at = now()"
+                " WHERE refund_id = :refund_id AND status = 'PENDING'"
+                f" RETURNING {_REFUND_COLUMNS}"
+            ),
+            {
+                "refund_id": refund.refund_id,
+                "status": refund.status.value,
+                "transaction_id": refund.transaction_id or None,
+                "error_code": refund.error_code or None,
+                "error_message": refund.error_message or None,
+            },
+        )
         return _refund(row) if row is not None else None
 
     async def stale_pending(self, older_than_seconds: float, limit: int) -> list[Refund]:
-        rows = await self.conn.execute(
-            text(
+        rows = await self.conn.fetch(
+            (
                 f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE status = 'PENDING'"
                 " AND created_at < now() - make_interval(secs => :age)"
                 " ORDER BY created_at LIMIT :limit"

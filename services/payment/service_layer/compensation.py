@@ -20,9 +20,7 @@ import hashlib
 import logging
 import uuid
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from services.common.sql import Sql
 from services.common.uow import UnitOfWork
 from services.payment.adapters.repository import PaymentRepository, RefundRepository
 from services.payment.domain.model import REFUNDABLE, Payment, Refund
@@ -34,13 +32,13 @@ ORDER_CANCELLED = "ORDER_STATUS_CANCELLED"
 REASON = "ORDER_CANCELLED: the order was cancelled before its payment completed"
 _NAMESPACE = uuid.UUID("6f0c8e2a-4b1d-4c3e-9a7f-2d5e8b1c0a93")
 
-_NOTE = text(
+_NOTE = (
     "INSERT INTO cancelled_orders (order_id, reason) VALUES (:order_id, :reason)"
     " ON CONFLICT (order_id) DO NOTHING"
 )
 # Noted orders whose payment went through: the only ones that may need a refund. A cancelled
 # order whose payment is still PENDING shows up here once it settles.
-_OPEN = text(
+_OPEN = (
     "SELECT c.order_id FROM cancelled_orders c JOIN payments p ON p.order_id = c.order_id"
     " WHERE c.resolved_at IS NULL AND p.status IN ('SUCCEEDED', 'PARTIALLY_REFUNDED')"
     " ORDER BY c.noted_at LIMIT :limit"
@@ -50,14 +48,14 @@ _OPEN = text(
 # records the payment, which takes at most a call timeout; this leaves a wide margin. Without
 # it, the open rows of every ordinary cancellation would be scanned forever.
 NOTHING_CHARGED_AFTER_SECONDS = 300
-_RESOLVE_NOTHING_CHARGED = text(
+_RESOLVE_NOTHING_CHARGED = (
     "UPDATE cancelled_orders c SET resolved_at = now(), outcome = 'NOTHING_CHARGED'"
     " WHERE c.resolved_at IS NULL"
     " AND c.noted_at < now() - make_interval(secs => :after)"
     " AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = c.order_id"
     " AND p.status IN ('PENDING', 'SUCCEEDED', 'PARTIALLY_REFUNDED'))"
 )
-_RESOLVE = text(
+_RESOLVE = (
     "UPDATE cancelled_orders SET resolved_at = now(), outcome = :outcome"
     " WHERE order_id = :order_id AND resolved_at IS NULL"
 )
@@ -82,15 +80,15 @@ async def note_cancelled_order(uow: UnitOfWork, event: order_events.OrderCancell
     await uow.conn.execute(_NOTE, {"order_id": order_id, "reason": event.reason[:1000]})
 
 
-async def orders_to_check(conn: AsyncConnection, limit: int) -> list[str]:
-    return [str(row.order_id) for row in await conn.execute(_OPEN, {"limit": limit})]
+async def orders_to_check(conn: Sql, limit: int) -> list[str]:
+    return [str(row["order_id"]) for row in await conn.fetch(_OPEN, {"limit": limit})]
 
 
-async def resolve_nothing_charged(conn: AsyncConnection) -> None:
+async def resolve_nothing_charged(conn: Sql) -> None:
     await conn.execute(_RESOLVE_NOTHING_CHARGED, {"after": NOTHING_CHARGED_AFTER_SECONDS})
 
 
-async def resolve(conn: AsyncConnection, order_id: str, outcome: str) -> None:
+async def resolve(conn: Sql, order_id: str, outcome: str) -> None:
     await conn.execute(_RESOLVE, {"order_id": order_id, "outcome": outcome})
 
 

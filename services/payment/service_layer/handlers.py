@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exc as sa_exc
+import asyncpg
 
 from services.common.errors import IdempotencyKeyReused, NotFound, Unavailable
 from services.common.events import new_event
@@ -330,9 +330,9 @@ async def refund_payment(deps: Dependencies, cmd: RefundPayment) -> tuple[Refund
         try:
             refund, payment = await _record_refund(deps, cmd)
             break
-        except sa_exc.IntegrityError as error:
+        except asyncpg.UniqueViolationError as error:
             # A concurrent call with this request_id recorded first: go and find it.
-            if attempt == 0 and "refunds_request_id_unique" in str(error.orig):
+            if attempt == 0 and error.constraint_name == "refunds_request_id_unique":
                 continue
             raise
     assert refund is not None

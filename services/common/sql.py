@@ -1,0 +1,169 @@
+"""Transactions on the driver's connection: SQLAlchemy's pool lends the connection, asyncpg
+runs the statements.
+
+SQLAlchemy's execution layer (statement cache keys, parameter and result processing, a
+greenlet switch per statement) cost about a quarter of every service's CPU; asyncpg alone
+does the same work with its own per-connection cache of prepared statements
+(docs/performance.md). The pool stays SQLAlchemy's: sizing, timeouts, invalidation.
+
+Statements keep SQLAlchemy's readable `:name` parameters; each text is compiled to asyncpg's
+`$1, $2, …` once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+# `:name`, but not the `::type` of a cast
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+Params = Mapping[str, Any]
+Record = Any  # asyncpg.Record: row["column"], no attribute access
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_named(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`… WHERE a = :a AND b = :b OR a2 = :a` → (`… $1 … $2 … $1`, ("a", "b"))."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PARAM.sub(number, sql), tuple(names)
+
+
+class Sql:
+    """The statements of one transaction, with named parameters."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver  # asyncpg.Connection
+
+    @staticmethod
+    def _bind(sql: str, params: Params | None) -> tuple[str, list[Any]]:
+        query, names = compile_named(sql)
+        if not names:
+            return query, []
+        if params is None:
+            raise TypeError(f"statement needs parameters {names}")
+        return query, [params[name] for name in names]
+
+    async def fetch(self, sql: str, params: Params | None = None) -> list[Record]:
+        query, args = self._bind(sql, params)
+        return list(await self.driver.fetch(query, *args))
+
+    async def fetchrow(self, sql: str, params: Params | None = None) -> Record | None:
+        query, args = self._bind(sql, params)
+        return await self.driver.fetchrow(query, *args)
+
+    async def fetchone(self, sql: str, params: Params | None = None) -> Record:
+        """The row a statement must return (an INSERT or UPDATE … RETURNING of a known row)."""
+        row = await self.fetchrow(sql, params)
+        if row is None:
+            raise LookupError(f"no row from: {sql[:80]}")
+        return row
+
+    async def fetchval(self, sql: str, params: Params | None = None) -> Any:
+        query, args = self._bind(sql, params)
+        return await self.driver.fetchval(query, *args)
+
+    async def execute(self, sql: str, params: Params | None = None) -> int:
+        """Run a statement; returns the rows it affected."""
+        query, args = self._bind(sql, params)
+        status: str = await self.driver.execute(query, *args)
+        count = status.rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        query, names = compile_named(sql)
+        await self.driver.executemany(query, [[row[name] for name in names] for row in rows])
+
+
+class Transaction:
+    """One database transaction: `async with Transaction(engine) as sql:` commits on a
+    clean exit and rolls back on an exception. Errors are the driver's (asyncpg's)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._driver: Any = None  # asyncpg.Connection
+        self._tx: Any = None  # asyncpg's Transaction
+        self._open = False
+
+    async def begin(self) -> Sql:
+        try:
+            self._driver = await self._checkout()
+            self._tx = self._driver.transaction()
+            await self._tx.start()
+            self._open = True
+        except BaseException:
+            await self.close()
+            raise
+        return Sql(self._driver)
+
+    async def _checkout(self) -> Any:
+        """A live driver connection. One the server closed meanwhile (a PostgreSQL restart)
+        is already known to asyncpg as closed: it is discarded and the next one taken, so
+        a restart costs no failed call."""
+        for _ in range(self._engine.pool.size() + 2):  # type: ignore[attr-defined]
+            self._conn = await self._engine.connect()
+            driver = (await self._conn.get_raw_connection()).driver_connection
+            if driver is not None and not driver.is_closed():
+                return driver
+            await self._conn.invalidate()
+            await self._conn.close()
+            self._conn = None
+        raise ConnectionError("no live database connection in the pool")
+
+    async def commit(self) -> None:
+        assert self._open, "begin first"
+        self._open = False
+        await self._tx.commit()
+
+    async def rollback(self) -> None:
+        if self._open:
+            self._open = False
+            await self._tx.rollback()
+
+    async def close(self) -> None:
+        """Give the connection back to the pool, after rolling back a transaction left
+        open; a connection that is dead, or still inside a transaction, is discarded."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        driver = self._driver
+        if self._open and not driver.is_closed():
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await self.rollback()
+        self._open = False
+        if driver is None or driver.is_closed() or driver.is_in_transaction():
+            await conn.invalidate()
+        await conn.close()
+
+    async def __aenter__(self) -> Sql:
+        return await self.begin()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc is None:
+                await self.commit()
+            else:  # the exception that got us here is the one to see, not the rollback's
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await self.rollback()
+        finally:
+            await self.close()
