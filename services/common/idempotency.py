@@ -121,14 +121,14 @@ class RequestLedger:
 
     async def replay(self, operation: str, request_id: str, request: Message) -> bytes | None:
         """The first response for this id if there is one; raises if the id was reused."""
-        async with self.unit_of_work() as uow:
+        async with self.unit_of_work().autocommit() as uow:
             return await _stored(uow.conn, _key(operation, request_id, request)) or None
 
     async def claim(self, operation: str, request_id: str, request: Message) -> bytes | None:
         """Claim the id for this request; returns the stored response of a finished call."""
         key = _key(operation, request_id, request)
-        async with self.unit_of_work() as uow:
-            # One transaction: a fresh claim needs no lookup (it is ours, in progress).
+        async with self.unit_of_work().autocommit() as uow:
+            # A fresh claim needs no lookup (it is ours, in progress).
             if await uow.conn.fetchrow(_CLAIM, key) is not None:
                 return None
             # Unknown (claimed and released meanwhile by a failed call) or in progress: run.
@@ -138,7 +138,7 @@ class RequestLedger:
         self, operation: str, request_id: str, request: Message, response: Message
     ) -> None:
         key = _key(operation, request_id, request)
-        async with self.unit_of_work() as uow:
+        async with self.unit_of_work().autocommit() as uow:
             await uow.conn.execute(
                 _COMPLETE_CLAIM, {**key, "response": response.SerializeToString()}
             )
@@ -146,7 +146,7 @@ class RequestLedger:
     async def release(self, operation: str, request_id: str, request: Message) -> None:
         # Best effort: a claim left behind only means a retry runs the (idempotent) call again.
         with contextlib.suppress(Exception):
-            async with self.unit_of_work() as uow:
+            async with self.unit_of_work().autocommit() as uow:
                 await uow.conn.execute(_RELEASE, _key(operation, request_id, request))
 
     async def run(

@@ -91,10 +91,15 @@ class Sql:
 
 class Transaction:
     """One database transaction: `async with Transaction(engine) as sql:` commits on a
-    clean exit and rolls back on an exception. Errors are the driver's (asyncpg's)."""
+    clean exit and rolls back on an exception. Errors are the driver's (asyncpg's).
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    With `autocommit`, there is no BEGIN and no COMMIT: each statement is its own
+    transaction. For a single read or a single write, that is the same guarantee with two
+    round trips fewer."""
+
+    def __init__(self, engine: AsyncEngine, *, autocommit: bool = False) -> None:
         self._engine = engine
+        self.autocommit = autocommit
         self._conn: AsyncConnection | None = None
         self._driver: Any = None  # asyncpg.Connection
         self._tx: Any = None  # asyncpg's Transaction
@@ -103,9 +108,10 @@ class Transaction:
     async def begin(self) -> Sql:
         try:
             self._driver = await self._checkout()
-            self._tx = self._driver.transaction()
-            await self._tx.start()
-            self._open = True
+            if not self.autocommit:
+                self._tx = self._driver.transaction()
+                await self._tx.start()
+                self._open = True
         except BaseException:
             await self.close()
             raise
@@ -126,6 +132,8 @@ class Transaction:
         raise ConnectionError("no live database connection in the pool")
 
     async def commit(self) -> None:
+        if self.autocommit:
+            return
         assert self._open, "begin first"
         self._open = False
         await self._tx.commit()

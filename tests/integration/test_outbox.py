@@ -72,6 +72,21 @@ async def test_a_failed_commit_writes_neither(engine: AsyncEngine) -> None:
     assert await count(engine, "SELECT count(*) FROM outbox") == 0
 
 
+async def test_an_autocommit_unit_of_work_commits_each_statement_and_emits_nothing(
+    engine: AsyncEngine,
+) -> None:
+    with pytest.raises(RuntimeError, match="after the insert"):
+        async with UnitOfWork(engine, "/test").autocommit() as uow:
+            await uow.conn.execute(
+                "INSERT INTO things (id, name) VALUES (:id, 'single')", {"id": uuid.uuid4()}
+            )
+            with pytest.raises(RuntimeError, match="cannot emit"):
+                uow.emit(topped_up())
+            raise RuntimeError("after the insert")
+    assert await count(engine, "SELECT count(*) FROM things") == 1  # committed on its own
+    assert await count(engine, "SELECT count(*) FROM outbox") == 0
+
+
 async def stream_messages(url: str, stream: str) -> list[Msg]:
     nc = await nats.connect(url)
     try:

@@ -83,7 +83,7 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
         v = Validator()
         customer_id = v.uuid("customer_id", request.customer_id)
         v.check()
-        async with self.unit_of_work() as uow:
+        async with self.unit_of_work().autocommit() as uow:
             stored = await handlers.get_account(uow, str(customer_id))
         return credit_service_pb2.GetCreditAccountResponse(account=account_to_proto(stored))
 
@@ -93,7 +93,7 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
         v = Validator()
         reservation_id = v.uuid("reservation_id", request.reservation_id)
         v.check()
-        async with self.unit_of_work() as uow:
+        async with self.unit_of_work().autocommit() as uow:
             stored = await handlers.get_reservation(uow, str(reservation_id))
         return credit_service_pb2.GetReservationResponse(reservation=reservation_to_proto(stored))
 
@@ -106,7 +106,7 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
         v.check()
         query = f"customer_id={customer_id}"
         after = decode_page_token(request.page_token, query)
-        async with self.unit_of_work() as uow:
+        async with self.unit_of_work().autocommit() as uow:
             rows = await handlers.list_reservations(uow, str(customer_id), after, page_size + 1)
         count, token = next_page_token([row.cursor for row in rows], page_size, query)
         return credit_service_pb2.ListReservationsResponse(

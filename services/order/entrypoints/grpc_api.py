@@ -107,7 +107,7 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         v = Validator()
         order_id = v.uuid("order_id", request.order_id)
         v.check()
-        async with self.unit_of_work() as uow:
+        async with self.unit_of_work().autocommit() as uow:
             stored = await handlers.get_order(uow, str(order_id))
         return order_service_pb2.GetOrderResponse(order=order_to_proto(stored))
 
@@ -120,7 +120,7 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         v.check()
         query = f"customer_id={customer_id}"
         after = decode_page_token(request.page_token, query)
-        async with self.unit_of_work() as uow:
+        async with self.unit_of_work().autocommit() as uow:
             rows = await handlers.list_orders(uow, str(customer_id), after, page_size + 1)
         count, token = next_page_token([row.cursor for row in rows], page_size, query)
         return order_service_pb2.ListOrdersResponse(

@@ -89,7 +89,7 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         v = Validator()
         payment_id = v.uuid("payment_id", request.payment_id)
         v.check()
-        async with self.unit_of_work() as uow:
+        async with self.unit_of_work().autocommit() as uow:
             payment = await handlers.get_payment(uow, str(payment_id))
         return payment_service_pb2.GetPaymentResponse(payment=payment_to_proto(payment))
 
@@ -108,7 +108,7 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         customer = str(customer_id) if customer_id else None
         query = f"order_id={order or ''}&customer_id={customer or ''}"
         after = decode_page_token(request.page_token, query)
-        async with self.unit_of_work() as uow:
+        async with self.unit_of_work().autocommit() as uow:
             rows = await handlers.list_payments(uow, order, customer, after, page_size + 1)
         count, token = next_page_token([cursor_of(p) for p in rows], page_size, query)
         return payment_service_pb2.ListPaymentsResponse(

@@ -251,7 +251,7 @@ async def charge_with_retries(
 
 
 async def _payment_for_order(deps: Dependencies, order_id: str) -> Payment | None:
-    async with deps.unit_of_work() as uow:
+    async with deps.unit_of_work().autocommit() as uow:
         return await PaymentRepository(uow.conn).for_order(order_id)
 
 
@@ -278,7 +278,7 @@ async def wait_for_outcome(deps: Dependencies, payment: Payment, deadline: Deadl
             raise PaymentInProgress(payment)
         await asyncio.sleep(interval)
         interval = min(interval * 2, deps.poll.max_interval)
-        async with deps.unit_of_work() as uow:
+        async with deps.unit_of_work().autocommit() as uow:
             current = await PaymentRepository(uow.conn).get(payment.payment_id)
         assert current is not None
         payment = current
