@@ -108,7 +108,10 @@ class UnitOfWork:
                         "headers": json.dumps(env.headers),
                     }
                 )
-            await self.conn.executemany(_INSERT_OUTBOX, rows)
+            if len(rows) == 1:  # the usual case; asyncpg's executemany costs more for one row
+                await self.conn.execute(_INSERT_OUTBOX, rows[0])
+            else:
+                await self.conn.executemany(_INSERT_OUTBOX, rows)
         await self._tx.commit()
         if self._events:
             crash_point("outbox.committed")
