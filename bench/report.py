@@ -117,7 +117,7 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     throughput.set_yscale("log")
     throughput.set_title(
         f"Throughput (payment/echo {results.get('payment_vs_echo')},"
-        f" saga/echo {results.get('saga_vs_echo')})"
+        f" saga/echo {results.get('saga_vs_echo')}, fan-out/echo {results.get('fanout_vs_echo')})"
     )
     status = "OK" if results.get("ok") else "ERRORS"
     figure.suptitle(
