@@ -47,5 +47,7 @@ def is_connection_error(error: BaseException) -> bool:
             return True
         if isinstance(cause, asyncpg.exceptions.InterfaceError) and "closed" in str(cause):
             return True  # a call on a connection the server or the network closed
+        if isinstance(cause, asyncpg.exceptions.InternalClientError):
+            return True  # a connection caught in the middle of its server going away
         cause = cause.__cause__ or cause.__context__
     return False

@@ -12,7 +12,7 @@ Statements keep SQLAlchemy's readable `:name` parameters; each text is compiled 
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -24,6 +24,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 # `:name`, but not the `::type` of a cast
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+# What can leave the driver in the middle of an operation: such a connection is not reused.
+_INTERRUPTIONS = (
+    asyncio.CancelledError,
+    TimeoutError,
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.PostgresConnectionError,
+)
+
+# What BEGIN on a pooled connection raises when its server dropped it a moment ago.
+_STALE_CONNECTION = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+)
 
 Params = Mapping[str, Any]
 Record = Any  # asyncpg.Record: row["column"], no attribute access
@@ -107,15 +126,26 @@ class Transaction:
 
     async def begin(self) -> Sql:
         try:
-            self._driver = await self._checkout()
-            if not self.autocommit:
+            for _ in range(self._engine.pool.size() + 2):  # type: ignore[attr-defined]
+                self._driver = await self._checkout()
+                if self.autocommit:
+                    return Sql(self._driver)
                 self._tx = self._driver.transaction()
-                await self._tx.start()
+                try:
+                    await self._tx.start()
+                except _STALE_CONNECTION as error:
+                    if isinstance(error, TimeoutError):
+                        raise
+                    # A pooled connection the server dropped a moment ago, before asyncpg
+                    # saw its socket close: discard it and take the next.
+                    await self.close(error)
+                    continue
                 self._open = True
-        except BaseException:
-            await self.close()
+                return Sql(self._driver)
+        except BaseException as error:
+            await self.close(error)
             raise
-        return Sql(self._driver)
+        raise ConnectionError("no live database connection in the pool")
 
     async def _checkout(self) -> Any:
         """A live driver connection. One the server closed meanwhile (a PostgreSQL restart)
@@ -143,20 +173,31 @@ class Transaction:
             self._open = False
             await self._tx.rollback()
 
-    async def close(self) -> None:
+    async def close(self, error: BaseException | None = None) -> None:
         """Give the connection back to the pool, after rolling back a transaction left
-        open; a connection that is dead, or still inside a transaction, is discarded."""
+        open. `error` is what ended the transaction: after an interruption (a cancelled
+        call, a timeout, a lost or confused connection) the driver may still be inside an
+        operation, so the connection is discarded instead, as is one that is dead or still
+        inside a transaction; the server rolls back whatever it was doing."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
         driver = self._driver
-        if self._open and not driver.is_closed():
-            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                await self.rollback()
-        self._open = False
-        if driver is None or driver.is_closed() or driver.is_in_transaction():
-            await conn.invalidate()
-        await conn.close()
+        reusable = not isinstance(error, _INTERRUPTIONS) and not driver.is_closed()
+        try:
+            if reusable and self._open:
+                try:
+                    await self.rollback()
+                except Exception:  # the caller's own error is the one to see
+                    reusable = False
+                except BaseException:
+                    reusable = False
+                    raise
+        finally:
+            self._open = False
+            if not reusable or driver.is_closed() or driver.is_in_transaction():
+                await conn.invalidate()
+            await conn.close()
 
     async def __aenter__(self) -> Sql:
         return await self.begin()
@@ -167,11 +208,12 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        error = exc
         try:
             if exc is None:
                 await self.commit()
-            else:  # the exception that got us here is the one to see, not the rollback's
-                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    await self.rollback()
+        except BaseException as commit_error:
+            error = commit_error
+            raise
         finally:
-            await self.close()
+            await self.close(error)  # rolls back what is still open

@@ -6,7 +6,6 @@ both commit or neither does; the relay publishes them afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from types import TracebackType
@@ -33,6 +32,7 @@ _DATABASE_ERRORS = (
     sa_exc.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection caught mid-operation
     ConnectionError,
     OSError,
 )
@@ -78,17 +78,18 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        error = exc
         try:
             if exc is None:
                 await self._commit()
-            else:
-                with contextlib.suppress(*_DATABASE_ERRORS, asyncpg.PostgresError):
-                    await self._tx.rollback()
-        except (*_DATABASE_ERRORS, asyncpg.PostgresError) as error:
-            if exc is None:
-                raise self._translate(error) from error
+        except (*_DATABASE_ERRORS, asyncpg.PostgresError) as commit_error:
+            error = commit_error
+            raise self._translate(commit_error) from commit_error
+        except BaseException as interrupted:
+            error = interrupted
+            raise
         finally:
-            await self._tx.close()
+            await self._tx.close(error)  # rolls back what is still open
         if exc is not None and not isinstance(exc, DomainError):
             translated = self._translate(exc)
             if translated is not exc:

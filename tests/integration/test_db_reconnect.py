@@ -71,3 +71,29 @@ async def test_a_connection_killed_mid_transaction_fails_one_call_and_is_discard
     finally:
         await engine.dispose()
         await asyncio.to_thread(postgres.stop)
+
+
+async def test_a_unit_of_work_cancelled_mid_statement_leaves_no_busy_connection_behind(
+    tmp_path: Path,
+) -> None:
+    # The caller's deadline cancels a call while its statement runs: that connection may
+    # still be busy, so the next unit of work must get another one, not fail.
+    postgres = EmbeddedPostgres(tmp_path / "postgres", preferred_port=0)
+    await asyncio.to_thread(postgres.start)
+    engine = create_engine(
+        postgres.url.replace("postgresql://", "postgresql+asyncpg://"), "public", pool_size=1
+    )
+    try:
+
+        async def slow_statement() -> None:
+            async with UnitOfWork(engine, "/test") as uow:
+                await uow.conn.execute("SELECT pg_sleep(5)")
+
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(slow_statement(), 0.2)
+            async with UnitOfWork(engine, "/test") as uow:
+                assert await uow.conn.fetchval("SELECT 1") == 1
+    finally:
+        await engine.dispose()
+        await asyncio.to_thread(postgres.stop)
