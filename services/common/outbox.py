@@ -1,8 +1,8 @@
 """The outbox relay: publishes committed outbox rows to JetStream, in order, at least once.
 
-`Nats-Msg-Id` = event id, so a row re-sent after a crash (published, not yet marked) is
-dropped by JetStream's duplicate window; consumers' inboxes absorb anything later. While
-NATS is down the rows simply wait; nothing is lost.
+`Nats-Msg-Id` = event id, so a row re-sent after a crash (published, its mark not yet
+committed) is dropped by JetStream's duplicate window; consumers' inboxes absorb anything
+later. While NATS is down the rows simply wait; nothing is lost.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ from services.common.sql import Transaction
 
 log = logging.getLogger(__name__)
 
+# Claim and mark in one statement: the rows are locked (other relays skip them) and marked
+# inside the transaction that publishes them, so a crash before COMMIT leaves them unmarked.
 _CLAIM = (
-    "SELECT seq, subject, payload, headers FROM outbox WHERE published_at IS NULL"
+    "UPDATE outbox SET published_at = now() WHERE seq IN ("
+    "SELECT seq FROM outbox WHERE published_at IS NULL"
     " ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED"
+    ") RETURNING seq, subject, payload, headers"
 )
-_MARK = "UPDATE outbox SET published_at = now() WHERE seq = ANY(:seqs)"
+_UNMARK = "UPDATE outbox SET published_at = NULL WHERE seq = ANY(:seqs)"
 
 
 class OutboxRelay:
@@ -68,7 +72,8 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many rows were published and marked."""
         async with Transaction(self._engine) as conn:
-            rows = await conn.fetch(_CLAIM, {"limit": self._batch_size})
+            claimed = await conn.fetch(_CLAIM, {"limit": self._batch_size})
+            rows = sorted(claimed, key=lambda row: row["seq"])  # RETURNING keeps no order
             if not rows:
                 return 0
             published: list[int] = []
@@ -79,11 +84,12 @@ class OutboxRelay:
                         subject, bytes(payload), timeout=self._publish_timeout, headers=headers
                     )
                 except Exception as error:
-                    failure = error  # keep order: stop at the first failure, mark the rest
+                    failure = error  # keep order: stop at the first failure, unmark the rest
                     break
                 published.append(seq)
-            if published:
-                await conn.execute(_MARK, {"seqs": published})
+            if failure is not None:
+                unpublished = [row["seq"] for row in rows[len(published) :]]
+                await conn.execute(_UNMARK, {"seqs": unpublished})
         if failure is not None:
             if published:
                 log.info("outbox relay published %d before an error", len(published))

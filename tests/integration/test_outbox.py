@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -157,6 +158,60 @@ async def test_relay_publishes_every_row_exactly_once_across_a_nats_restart(
         assert (
             events_pb2.CreditsToppedUp.FromString(sample.data).event_id == sample.headers["ce-id"]
         )
+    finally:
+        server.stop()
+
+
+class _FailingPublishes:
+    """The real JetStream context, except that publishes number `fail_from` on fail (as if
+    NATS went away in the middle of a batch)."""
+
+    def __init__(self, messaging: Messaging, fail_from: int) -> None:
+        self._js = messaging.js
+        self._calls = 0
+        self._fail_from = fail_from
+
+    @property
+    def js(self) -> _FailingPublishes:
+        return self
+
+    async def publish(self, *args: Any, **kwargs: Any) -> Any:
+        self._calls += 1
+        if self._calls >= self._fail_from:
+            raise OSError("NATS went away")
+        return await self._js.publish(*args, **kwargs)
+
+
+async def test_a_batch_cut_short_by_a_failed_publish_marks_only_what_went_out(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    server = EmbeddedNats(tmp_path / "nats", preferred_port=0)
+    server.start()
+    try:
+        messaging = Messaging(server.url, "relay-partial-test")
+        connect = asyncio.create_task(messaging.connect())
+        await asyncio.wait_for(messaging.ready.wait(), 20)
+        ids = []
+        for _ in range(5):
+            async with UnitOfWork(engine, "/shop/credit") as uow:
+                event = topped_up()
+                uow.emit(event)
+            ids.append(event.event_id)
+
+        failing = OutboxRelay(engine, _FailingPublishes(messaging, fail_from=3))  # type: ignore[arg-type]
+        with pytest.raises(OSError, match="went away"):
+            await failing.publish_pending()
+        unpublished = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        assert await count(engine, unpublished) == 3
+        sent = await stream_messages(server.url, "CREDITS")
+        assert [m.headers["Nats-Msg-Id"] for m in sent if m.headers] == ids[:2]
+
+        assert await OutboxRelay(engine, messaging).publish_pending() == 3
+        assert await count(engine, unpublished) == 0
+        sent = await stream_messages(server.url, "CREDITS")
+        assert [m.headers["Nats-Msg-Id"] for m in sent if m.headers] == ids  # in order, once
+        connect.cancel()
+        await messaging.close()
     finally:
         server.stop()
 
