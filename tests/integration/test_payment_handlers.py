@@ -207,6 +207,40 @@ async def test_eight_concurrent_attempts_for_one_order_record_and_charge_once(
     assert len(await world.events("payments.succeeded")) == 1
 
 
+async def test_a_payment_another_call_completes_while_this_one_validates_is_returned(
+    world: World,
+) -> None:
+    # This call finds no payment for the order (step 2), then asks Order; meanwhile another
+    # call charges the order and Order and Credit apply it: the order is PAID and its hold
+    # CAPTURED by the time they answer. The charge, not a refusal, is the answer.
+    order = world.reserved_order(3000)
+    hold = world.holds.holds[order.reservation_id]
+    ask_order = world.orders.get_order
+    raced = False
+    winners: list[Payment] = []
+
+    async def get_order_while_another_call_wins(
+        order_id: str, time_limit: float
+    ) -> OrderSnapshot | None:
+        nonlocal raced
+        if not raced:
+            raced = True
+            winners.append(await world.pay(order))  # the other call: sees RESERVED, charges
+            world.orders.orders[order_id] = replace(order, status="ORDER_STATUS_PAID")
+            world.holds.holds[hold.reservation_id] = replace(
+                hold, state="RESERVATION_STATE_CAPTURED"
+            )
+        return await ask_order(order_id, time_limit)
+
+    world.orders.get_order = get_order_while_another_call_wins  # type: ignore[method-assign]
+
+    payment = await world.pay(order)
+
+    assert [payment.payment_id] == [winner.payment_id for winner in winners]
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert world.gateway.charges == 1
+
+
 async def test_a_decline_is_a_failed_payment_with_its_event(world: World) -> None:
     order = world.reserved_order(10051)
     payment = await world.pay(order)

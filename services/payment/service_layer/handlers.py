@@ -27,6 +27,8 @@ from services.payment.adapters.repository import PaymentRepository, RefundReposi
 from services.payment.domain.eligibility import (
     OrderNotFound,
     OrderNotOwned,
+    OrderNotPayable,
+    ReservationNotActive,
     ReservationNotFound,
     check_hold,
     check_order,
@@ -161,18 +163,26 @@ async def process_payment(deps: Dependencies, cmd: ProcessPayment, deadline: Dea
     order = order_answer
     if order is None:
         raise OrderNotFound(cmd.order_id)
-    check_order(order, cmd.customer_id, cmd.amount)
+    try:
+        check_order(order, cmd.customer_id, cmd.amount)
 
-    # Step 4: the hold, when the caller names one; otherwise the order's own.
-    if reservation_id:
-        if isinstance(hold_answer, BaseException):
-            raise hold_answer
-        hold = hold_answer
-        if hold is None:
-            raise ReservationNotFound(reservation_id)
-        check_hold(hold, cmd.customer_id, cmd.order_id, deps.clock())
-    else:
-        reservation_id = _uuid_or_empty(order.reservation_id)
+        # Step 4: the hold, when the caller names one; otherwise the order's own.
+        if reservation_id:
+            if isinstance(hold_answer, BaseException):
+                raise hold_answer
+            hold = hold_answer
+            if hold is None:
+                raise ReservationNotFound(reservation_id)
+            check_hold(hold, cmd.customer_id, cmd.order_id, deps.clock())
+        else:
+            reservation_id = _uuid_or_empty(order.reservation_id)
+    except (OrderNotPayable, ReservationNotActive):
+        # A concurrent call may have charged the order since step 2 looked, and Order or
+        # Credit applied it (PAID, CAPTURED): then that payment is the answer, as in step 2.
+        winner = await _payment_for_order(deps, cmd.order_id)
+        if winner is None:
+            raise
+        return await _outcome_of(deps, winner, cmd.customer_id, deadline)
 
     # Step 5: PENDING + PaymentRequested, or find that a concurrent call won the order.
     pending = Payment(
