@@ -13,7 +13,7 @@ from shop.payment.v1 import payment_service_pb2
 from tests.chaos.conftest import Chaos
 from tests.chaos.load import FINAL, create_order, order_until, top_up
 from tests.e2e.conftest import rich_status
-from tests.e2e.shop import usd
+from tests.e2e.shop import eventually, usd
 
 pytestmark = pytest.mark.chaos
 
@@ -93,7 +93,10 @@ async def test_1_fifty_concurrent_payments(chaos: Chaos) -> None:
         for order in orders:
             final = await order_until(shop, tracker, order.order_id, FINAL)
             assert final.status == order_pb2.ORDER_STATUS_PAID
-        account = await shop.account(customer)
+        # Credit captures each hold on its own consumer, independently of Order: wait for it.
+        account = await eventually(
+            lambda: shop.account(customer), lambda a: a.spent.minor_units >= 2 * 1_234
+        )
         assert account.spent.minor_units == 2 * 1_234
 
 

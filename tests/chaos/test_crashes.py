@@ -18,7 +18,7 @@ from shop.order.v1 import order_pb2, order_service_pb2
 from tests.chaos.cluster import Cluster
 from tests.chaos.conftest import Chaos
 from tests.chaos.load import FINAL, create_order, order_until, pay, retrying, top_up
-from tests.e2e.shop import new_id, usd
+from tests.e2e.shop import eventually, new_id, usd
 
 pytestmark = pytest.mark.chaos
 
@@ -99,7 +99,10 @@ async def test_2_sigkill_between_commit_and_publish(chaos: Chaos) -> None:
             final = await order_until(shop, tracker, order.order_id, FINAL)
             assert final.status == order_pb2.ORDER_STATUS_PAID, final
             assert final.payment_id == answer.payment.payment_id
-        account = await shop.account(customer)
+        # Credit captures each hold on its own consumer, independently of Order: wait for it.
+        account = await eventually(
+            lambda: shop.account(customer), lambda a: a.spent.minor_units >= 2_500 + 1_500
+        )
         assert account.spent.minor_units == 2_500 + 1_500
 
 
