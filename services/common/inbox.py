@@ -117,12 +117,6 @@ class Consumer:
         for delivery in deliveries:
             await self._apply_alone(delivery)
 
-    async def handle(self, msg: Msg) -> None:
-        """Apply one event in a transaction of its own."""
-        delivery = await self._decode(msg)
-        if delivery is not None:
-            await self._apply_alone(delivery)
-
     async def _decode(self, msg: Msg) -> _Delivery | None:
         """The event and its handler; None (and the message terminated) when it is not ours
         or cannot be decoded: redelivery cannot help."""

@@ -15,34 +15,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.db import is_connection_error
+
 # `:name`, but not the `::type` of a cast
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-# What can leave the driver in the middle of an operation: such a connection is not reused.
-_INTERRUPTIONS = (
-    asyncio.CancelledError,
-    TimeoutError,
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-    asyncpg.PostgresConnectionError,
-)
-
-# What BEGIN on a pooled connection raises when its server dropped it a moment ago.
-_STALE_CONNECTION = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.AdminShutdownError,
-)
 
 Params = Mapping[str, Any]
 Record = Any  # asyncpg.Record: row["column"], no attribute access
@@ -108,86 +91,105 @@ class Sql:
         await self.driver.executemany(query, [[row[name] for name in names] for row in rows])
 
 
+def leaves_connection_unusable(error: BaseException | None) -> bool:
+    """After this error the connection may be dead, or still inside an operation (a call
+    cancelled or timed out mid-statement, a connection caught while its server goes away):
+    it must not go back to the pool."""
+    if error is None:
+        return False
+    return isinstance(error, asyncio.CancelledError | asyncpg.InterfaceError) or (
+        is_connection_error(error)
+    )
+
+
 class Transaction:
     """One database transaction: `async with Transaction(engine) as sql:` commits on a
     clean exit and rolls back on an exception. Errors are the driver's (asyncpg's).
 
     With `autocommit`, there is no BEGIN and no COMMIT: each statement is its own
     transaction. For a single read or a single write, that is the same guarantee with two
-    round trips fewer."""
+    round trips fewer. `before_commit` runs inside the transaction, last (the outbox rows)."""
 
-    def __init__(self, engine: AsyncEngine, *, autocommit: bool = False) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        autocommit: bool = False,
+        before_commit: Callable[[Sql], Awaitable[None]] | None = None,
+    ) -> None:
         self._engine = engine
         self.autocommit = autocommit
+        self._before_commit = before_commit
         self._conn: AsyncConnection | None = None
-        self._driver: Any = None  # asyncpg.Connection
+        self._sql: Sql | None = None
         self._tx: Any = None  # asyncpg's Transaction
         self._open = False
 
     async def begin(self) -> Sql:
+        """Borrow a live connection and BEGIN on it. A pooled connection its server closed
+        (a PostgreSQL restart) is discarded for the next one: asyncpg already knows it is
+        closed, or its BEGIN fails at once. So a restart costs no failed call."""
         try:
             for _ in range(self._engine.pool.size() + 2):  # type: ignore[attr-defined]
-                self._driver = await self._checkout()
+                self._conn = await self._engine.connect()
+                driver: Any = (await self._conn.get_raw_connection()).driver_connection
+                self._sql = Sql(driver)
+                if driver.is_closed():
+                    await self.close(ConnectionError("closed by the server"))
+                    continue
                 if self.autocommit:
-                    return Sql(self._driver)
-                self._tx = self._driver.transaction()
+                    return self._sql
+                self._tx = driver.transaction()
                 try:
                     await self._tx.start()
-                except _STALE_CONNECTION as error:
-                    if isinstance(error, TimeoutError):
+                except Exception as error:
+                    if isinstance(error, TimeoutError) or not leaves_connection_unusable(error):
                         raise
-                    # A pooled connection the server dropped a moment ago, before asyncpg
-                    # saw its socket close: discard it and take the next.
                     await self.close(error)
                     continue
                 self._open = True
-                return Sql(self._driver)
+                return self._sql
         except BaseException as error:
             await self.close(error)
             raise
-        raise ConnectionError("no live database connection in the pool")
-
-    async def _checkout(self) -> Any:
-        """A live driver connection. One the server closed meanwhile (a PostgreSQL restart)
-        is already known to asyncpg as closed: it is discarded and the next one taken, so
-        a restart costs no failed call."""
-        for _ in range(self._engine.pool.size() + 2):  # type: ignore[attr-defined]
-            self._conn = await self._engine.connect()
-            driver = (await self._conn.get_raw_connection()).driver_connection
-            if driver is not None and not driver.is_closed():
-                return driver
-            await self._conn.invalidate()
-            await self._conn.close()
-            self._conn = None
         raise ConnectionError("no live database connection in the pool")
 
     async def commit(self) -> None:
         if self.autocommit:
             return
         assert self._open, "begin first"
+        assert self._sql is not None
+        if self._before_commit is not None:
+            await self._before_commit(self._sql)
         self._open = False
         await self._tx.commit()
 
-    async def rollback(self) -> None:
-        if self._open:
-            self._open = False
-            await self._tx.rollback()
+    async def end(self, error: BaseException | None) -> None:
+        """Commit when `error` is None (a failing commit raises), else roll back; the
+        connection goes back to the pool either way, unless it is no longer usable."""
+        try:
+            if error is None:
+                await self.commit()
+        except BaseException as commit_error:
+            error = commit_error
+            raise
+        finally:
+            await self.close(error)
 
     async def close(self, error: BaseException | None = None) -> None:
-        """Give the connection back to the pool, after rolling back a transaction left
-        open. `error` is what ended the transaction: after an interruption (a cancelled
-        call, a timeout, a lost or confused connection) the driver may still be inside an
-        operation, so the connection is discarded instead, as is one that is dead or still
-        inside a transaction; the server rolls back whatever it was doing."""
+        """Roll back what is still open and give the connection back; `error` is what ended
+        the transaction. A connection it leaves unusable, or one that is dead or still
+        inside a transaction, is discarded instead; the server rolls back what it held."""
         conn, self._conn = self._conn, None
-        if conn is None:
+        if conn is None or self._sql is None:
             return
-        driver = self._driver
-        reusable = not isinstance(error, _INTERRUPTIONS) and not driver.is_closed()
+        driver = self._sql.driver
+        reusable = not leaves_connection_unusable(error) and not driver.is_closed()
         try:
             if reusable and self._open:
+                self._open = False
                 try:
-                    await self.rollback()
+                    await self._tx.rollback()
                 except Exception:  # the caller's own error is the one to see
                     reusable = False
                 except BaseException:
@@ -208,12 +210,4 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        error = exc
-        try:
-            if exc is None:
-                await self.commit()
-        except BaseException as commit_error:
-            error = commit_error
-            raise
-        finally:
-            await self.close(error)  # rolls back what is still open
+        await self.end(exc)

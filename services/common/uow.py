@@ -10,9 +10,7 @@ import json
 from collections.abc import Callable
 from types import TracebackType
 
-import asyncpg
 from google.protobuf.message import Message
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import is_connection_error
@@ -26,17 +24,6 @@ _INSERT_OUTBOX = (
     " VALUES (:event_id, :subject, :event_type, :payload, CAST(:headers AS jsonb))"
 )
 
-# What a database that went away raises, and what it means to the caller: retry later.
-_DATABASE_ERRORS = (
-    sa_exc.DBAPIError,
-    sa_exc.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,  # a connection caught mid-operation
-    ConnectionError,
-    OSError,
-)
-
 
 class UnitOfWork:
     def __init__(
@@ -45,7 +32,7 @@ class UnitOfWork:
         self._source = source
         self._on_commit = on_commit
         self._events: list[Message] = []
-        self._tx = Transaction(engine)
+        self._tx = Transaction(engine, before_commit=self._write_outbox)
         self._sql: Sql | None = None
 
     @property
@@ -68,8 +55,9 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         try:
             self._sql = await self._tx.begin()
-        except _DATABASE_ERRORS as error:
-            raise self._translate(error) from error
+        except Exception as error:
+            _raise_unavailable_if_database_lost(error)
+            raise
         return self
 
     async def __aexit__(
@@ -78,50 +66,43 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        error = exc
         try:
-            if exc is None:
-                await self._commit()
-        except (*_DATABASE_ERRORS, asyncpg.PostgresError) as commit_error:
-            error = commit_error
-            raise self._translate(commit_error) from commit_error
-        except BaseException as interrupted:
-            error = interrupted
+            await self._tx.end(exc)  # commit (the outbox rows last) or roll back
+        except Exception as commit_error:
+            _raise_unavailable_if_database_lost(commit_error)
             raise
-        finally:
-            await self._tx.close(error)  # rolls back what is still open
-        if exc is not None and not isinstance(exc, DomainError):
-            translated = self._translate(exc)
-            if translated is not exc:
-                raise translated from exc
+        if exc is None:
+            if self._events:
+                crash_point("outbox.committed")
+                if self._on_commit is not None:
+                    self._on_commit()  # wake the relay now instead of at its next poll
+            self._events.clear()
+        elif not isinstance(exc, DomainError):
+            _raise_unavailable_if_database_lost(exc)
 
-    async def _commit(self) -> None:
-        if self._events:
-            rows = []
-            for event in self._events:
-                env = envelope(event, self._source)
-                rows.append(
-                    {
-                        "event_id": env.event_id,
-                        "subject": env.subject,
-                        "event_type": env.event_type,
-                        "payload": env.payload,
-                        "headers": json.dumps(env.headers),
-                    }
-                )
-            if len(rows) == 1:  # the usual case; asyncpg's executemany costs more for one row
-                await self.conn.execute(_INSERT_OUTBOX, rows[0])
-            else:
-                await self.conn.executemany(_INSERT_OUTBOX, rows)
-        await self._tx.commit()
-        if self._events:
-            crash_point("outbox.committed")
-        if self._events and self._on_commit is not None:
-            self._on_commit()  # wake the relay now instead of at its next poll
-        self._events.clear()
+    async def _write_outbox(self, sql: Sql) -> None:
+        rows = []
+        for event in self._events:
+            env = envelope(event, self._source)
+            rows.append(
+                {
+                    "event_id": env.event_id,
+                    "subject": env.subject,
+                    "event_type": env.event_type,
+                    "payload": env.payload,
+                    "headers": json.dumps(env.headers),
+                }
+            )
+        if len(rows) == 1:  # the usual case; asyncpg's executemany costs more for one row
+            await sql.execute(_INSERT_OUTBOX, rows[0])
+        elif rows:
+            await sql.executemany(_INSERT_OUTBOX, rows)
 
-    @staticmethod
-    def _translate(error: BaseException) -> BaseException:
-        if is_connection_error(error):
-            return Unavailable("the database is unavailable, retry later", "DATABASE_UNAVAILABLE")
-        return error
+
+def _raise_unavailable_if_database_lost(error: BaseException) -> None:
+    """A database that went away (down, restarting, pool exhausted) is UNAVAILABLE to the
+    caller, who may retry; any other error stays what it is."""
+    if is_connection_error(error):
+        raise Unavailable(
+            "the database is unavailable, retry later", "DATABASE_UNAVAILABLE"
+        ) from error

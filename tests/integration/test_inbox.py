@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -12,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.events import envelope, new_event
-from services.common.inbox import Consumer
+from services.common.inbox import Consumer, EventHandler
 from services.common.jetstream import Messaging
 from services.common.uow import UnitOfWork
 from shop.order.v1 import events_pb2
@@ -29,121 +31,29 @@ async def counter(engine: AsyncEngine, name: str) -> int:
         return int(value or 0)
 
 
-async def test_a_redelivered_or_duplicated_event_is_applied_once(
-    engine: AsyncEngine, infra: Infra
-) -> None:
-    order_id = str(uuid.uuid4())
-    failures_left = 1  # the first delivery fails after its effect: it must roll back
-
-    async def bump(uow: UnitOfWork, event: Any) -> None:
-        nonlocal failures_left
-        await uow.conn.execute(
-            (
-                "INSERT INTO counters (name, value) VALUES (:n, 1)"
-                " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
-            ),
-            {"n": event.order_id},
-        )
-        if failures_left:
-            failures_left -= 1
-            raise RuntimeError("crash after the effect, before the commit")
-
+@contextlib.asynccontextmanager
+async def running_consumer(
+    engine: AsyncEngine, infra: Infra, handler: EventHandler
+) -> AsyncIterator[None]:
+    """A fresh durable consumer of OrderCancelled on the ORDERS stream, running `handler`."""
     messaging = Messaging(infra.nats_url, "inbox-test")
     connect = asyncio.create_task(messaging.connect())
     await asyncio.wait_for(messaging.ready.wait(), 20)
     consumer = Consumer(
         name=f"test-{uuid.uuid4().hex[:8]}",
         stream="ORDERS",
-        handlers={events_pb2.OrderCancelled: bump},
-        unit_of_work=lambda: UnitOfWork(engine, "/test"),
-        messaging=messaging,
-        fetch_timeout=0.2,
-    )
-    running = asyncio.create_task(consumer.run())
-
-    event = new_event(events_pb2.OrderCancelled, order_id=order_id, reason="test")
-    env = envelope(event, "/shop/order")
-    nc = await nats.connect(infra.nats_url)
-    js = nc.jetstream()
-    await js.publish(env.subject, env.payload, headers=env.headers)
-    # The same event again under another message id: JetStream's dedup cannot catch it.
-    await js.publish(
-        env.subject, env.payload, headers={**env.headers, "Nats-Msg-Id": str(uuid.uuid4())}
-    )
-    await nc.close()
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while await counter(engine, order_id) == 0 and loop.time() < deadline:
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)  # room for any wrongful second application
-    running.cancel()
-    connect.cancel()
-    await messaging.close()
-
-    assert failures_left == 0, "the failing first delivery did happen"
-    assert await counter(engine, order_id) == 1
-    async with engine.connect() as conn:
-        applied = (
-            await conn.execute(
-                text("SELECT count(*) FROM inbox WHERE event_id = :id"), {"id": event.event_id}
-            )
-        ).scalar_one()
-    assert applied == 1
-
-
-async def test_garbage_on_a_subject_is_terminated_not_retried(
-    engine: AsyncEngine, infra: Infra
-) -> None:
-    seen: list[str] = []
-
-    async def record(uow: UnitOfWork, event: Any) -> None:
-        seen.append(event.order_id)
-
-    messaging = Messaging(infra.nats_url, "inbox-garbage-test")
-    connect = asyncio.create_task(messaging.connect())
-    await asyncio.wait_for(messaging.ready.wait(), 20)
-    consumer = Consumer(
-        name=f"garbage-{uuid.uuid4().hex[:8]}",
-        stream="ORDERS",
-        handlers={events_pb2.OrderCancelled: record},
-        unit_of_work=lambda: UnitOfWork(engine, "/test"),
-        messaging=messaging,
-        fetch_timeout=0.2,
-    )
-    running = asyncio.create_task(consumer.run())
-    nc = await nats.connect(infra.nats_url)
-    js = nc.jetstream()
-    await js.publish("orders.cancelled", b"\xff\x00 not protobuf")
-    good = new_event(events_pb2.OrderCancelled, order_id=str(uuid.uuid4()))
-    env = envelope(good, "/shop/order")
-    await js.publish(env.subject, env.payload, headers=env.headers)
-    await nc.close()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while good.order_id not in seen and loop.time() < deadline:
-        await asyncio.sleep(0.1)
-    running.cancel()
-    connect.cancel()
-    await messaging.close()
-    assert good.order_id in seen  # the consumer went past the garbage
-
-
-async def _start_consumer(
-    engine: AsyncEngine, infra: Infra, handler: Any
-) -> tuple[Messaging, list[asyncio.Task[None]]]:
-    messaging = Messaging(infra.nats_url, "inbox-batch-test")
-    connect = asyncio.create_task(messaging.connect())
-    await asyncio.wait_for(messaging.ready.wait(), 20)
-    consumer = Consumer(
-        name=f"batch-{uuid.uuid4().hex[:8]}",
-        stream="ORDERS",
         handlers={events_pb2.OrderCancelled: handler},
         unit_of_work=lambda: UnitOfWork(engine, "/test"),
         messaging=messaging,
         fetch_timeout=0.2,
     )
-    return messaging, [connect, asyncio.create_task(consumer.run())]
+    running = asyncio.create_task(consumer.run())
+    try:
+        yield
+    finally:
+        running.cancel()
+        connect.cancel()
+        await messaging.close()
 
 
 async def _publish_cancellations(infra: Infra, order_ids: list[str]) -> list[str]:
@@ -180,16 +90,74 @@ async def _wait_until_counted(engine: AsyncEngine, names: list[str], timeout: fl
         await asyncio.sleep(0.1)
 
 
+async def test_a_redelivered_or_duplicated_event_is_applied_once(
+    engine: AsyncEngine, infra: Infra
+) -> None:
+    order_id = str(uuid.uuid4())
+    failures_left = 1  # the first delivery fails after its effect: it must roll back
+
+    async def bump(uow: UnitOfWork, event: Any) -> None:
+        nonlocal failures_left
+        await _bump(uow, event)
+        if failures_left:
+            failures_left -= 1
+            raise RuntimeError("crash after the effect, before the commit")
+
+    async with running_consumer(engine, infra, bump):
+        event = new_event(events_pb2.OrderCancelled, order_id=order_id, reason="test")
+        env = envelope(event, "/shop/order")
+        nc = await nats.connect(infra.nats_url)
+        js = nc.jetstream()
+        await js.publish(env.subject, env.payload, headers=env.headers)
+        # The same event again under another message id: JetStream's dedup cannot catch it.
+        await js.publish(
+            env.subject, env.payload, headers={**env.headers, "Nats-Msg-Id": str(uuid.uuid4())}
+        )
+        await nc.close()
+        await _wait_until_counted(engine, [order_id], 15)
+        await asyncio.sleep(1.0)  # room for any wrongful second application
+
+    assert failures_left == 0, "the failing first delivery did happen"
+    assert await counter(engine, order_id) == 1
+    async with engine.connect() as conn:
+        applied = (
+            await conn.execute(
+                text("SELECT count(*) FROM inbox WHERE event_id = :id"), {"id": event.event_id}
+            )
+        ).scalar_one()
+    assert applied == 1
+
+
+async def test_garbage_on_a_subject_is_terminated_not_retried(
+    engine: AsyncEngine, infra: Infra
+) -> None:
+    seen: list[str] = []
+
+    async def record(uow: UnitOfWork, event: Any) -> None:
+        seen.append(event.order_id)
+
+    async with running_consumer(engine, infra, record):
+        nc = await nats.connect(infra.nats_url)
+        js = nc.jetstream()
+        await js.publish("orders.cancelled", b"\xff\x00 not protobuf")
+        good = new_event(events_pb2.OrderCancelled, order_id=str(uuid.uuid4()))
+        env = envelope(good, "/shop/order")
+        await js.publish(env.subject, env.payload, headers=env.headers)
+        await nc.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while good.order_id not in seen and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+    assert good.order_id in seen  # the consumer went past the garbage
+
+
 async def test_a_fetched_batch_is_applied_in_one_transaction(
     engine: AsyncEngine, infra: Infra
 ) -> None:
     order_ids = [str(uuid.uuid4()) for _ in range(5)]
     event_ids = await _publish_cancellations(infra, order_ids)
-    messaging, tasks = await _start_consumer(engine, infra, _bump)
-    await _wait_until_counted(engine, order_ids, 15)
-    for task in tasks:
-        task.cancel()
-    await messaging.close()
+    async with running_consumer(engine, infra, _bump):
+        await _wait_until_counted(engine, order_ids, 15)
 
     assert [await counter(engine, order_id) for order_id in order_ids] == [1] * 5
     async with engine.connect() as conn:
@@ -216,15 +184,14 @@ async def test_a_failing_event_in_a_batch_holds_back_only_itself(
             raise RuntimeError("this event cannot be applied yet")
 
     await _publish_cancellations(infra, order_ids)
-    messaging, tasks = await _start_consumer(engine, infra, bump_unless_bad)
     good = [order_id for order_id in order_ids if order_id != bad]
-    await _wait_until_counted(engine, good, 15)
-    counted_while_failing = {order_id: await counter(engine, order_id) for order_id in order_ids}
-    bad_fails = False  # the cause goes away: the redelivery (after the nak's delay) applies it
-    await _wait_until_counted(engine, [bad], 15)
-    for task in tasks:
-        task.cancel()
-    await messaging.close()
+    async with running_consumer(engine, infra, bump_unless_bad):
+        await _wait_until_counted(engine, good, 15)
+        counted_while_failing = {
+            order_id: await counter(engine, order_id) for order_id in order_ids
+        }
+        bad_fails = False  # the cause goes away: the redelivery (after the nak's delay) applies it
+        await _wait_until_counted(engine, [bad], 15)
 
     assert counted_while_failing == {order_id: int(order_id != bad) for order_id in order_ids}
     assert [await counter(engine, order_id) for order_id in order_ids] == [1] * 5

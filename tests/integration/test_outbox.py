@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,60 +108,76 @@ async def stream_messages(url: str, stream: str) -> list[Msg]:
         await nc.close()
 
 
-async def test_relay_publishes_every_row_exactly_once_across_a_nats_restart(
-    engine: AsyncEngine, tmp_path: Path
-) -> None:
+UNPUBLISHED = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A NATS of our own: the relay tests stop it, and read its CREDITS stream whole."""
     server = EmbeddedNats(tmp_path / "nats", preferred_port=0)
     server.start()
     try:
-        messaging = Messaging(server.url, "relay-test")
-        relay = OutboxRelay(engine, messaging, poll_seconds=0.1, publish_timeout=1.0)
-        connect = asyncio.create_task(messaging.connect())
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str, name: str) -> AsyncIterator[Messaging]:
+    messaging = Messaging(url, name)
+    connect = asyncio.create_task(messaging.connect())
+    try:
         await asyncio.wait_for(messaging.ready.wait(), 20)
-        running = asyncio.create_task(relay.run())
-
-        async def write(n: int) -> list[str]:
-            ids = []
-            for _ in range(n):
-                async with UnitOfWork(engine, "/shop/credit", relay.wake) as uow:
-                    event = topped_up()
-                    uow.emit(event)
-                ids.append(event.event_id)
-            return ids
-
-        first = await write(20)
-        await wait_until(
-            lambda: count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL"), 0
-        )
-
-        server.stop()  # NATS goes away; writes keep committing into the outbox
-        second = await write(20)
-        await asyncio.sleep(1.5)  # the relay tries, fails and backs off meanwhile
-        assert await count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL") > 0
-
-        server.start()  # same port, same JetStream store
-        await wait_until(
-            lambda: count(engine, "SELECT count(*) FROM outbox WHERE published_at IS NULL"),
-            0,
-            timeout=30,
-        )
-        running.cancel()
+        yield messaging
+    finally:
         connect.cancel()
         await messaging.close()
 
-        messages = await stream_messages(server.url, "CREDITS")
-        ids = [m.headers["Nats-Msg-Id"] for m in messages if m.headers]
-        assert sorted(ids) == sorted(first + second)  # all of them, none twice
-        sample = messages[0]
-        assert sample.subject == "credits.topped_up"
-        assert sample.headers is not None
-        assert sample.headers["ce-type"] == "shop.credit.v1.CreditsToppedUp"
-        assert sample.headers["ce-id"] == sample.headers["Nats-Msg-Id"]
-        assert (
-            events_pb2.CreditsToppedUp.FromString(sample.data).event_id == sample.headers["ce-id"]
-        )
-    finally:
-        server.stop()
+
+async def write_events(
+    engine: AsyncEngine, n: int, on_commit: Callable[[], None] | None = None
+) -> list[str]:
+    """Commit `n` units of work with one event each; returns the event ids in order."""
+    ids = []
+    for _ in range(n):
+        async with UnitOfWork(engine, "/shop/credit", on_commit) as uow:
+            event = topped_up()
+            uow.emit(event)
+        ids.append(event.event_id)
+    return ids
+
+
+def message_ids(messages: list[Msg]) -> list[str]:
+    return [m.headers["Nats-Msg-Id"] for m in messages if m.headers]
+
+
+async def test_relay_publishes_every_row_exactly_once_across_a_nats_restart(
+    engine: AsyncEngine, nats_server: EmbeddedNats
+) -> None:
+    async with connected(nats_server.url, "relay-test") as messaging:
+        relay = OutboxRelay(engine, messaging, poll_seconds=0.1, publish_timeout=1.0)
+        running = asyncio.create_task(relay.run())
+
+        first = await write_events(engine, 20, relay.wake)
+        await wait_until(lambda: count(engine, UNPUBLISHED), 0)
+
+        nats_server.stop()  # NATS goes away; writes keep committing into the outbox
+        second = await write_events(engine, 20, relay.wake)
+        await asyncio.sleep(1.5)  # the relay tries, fails and backs off meanwhile
+        assert await count(engine, UNPUBLISHED) > 0
+
+        nats_server.start()  # same port, same JetStream store
+        await wait_until(lambda: count(engine, UNPUBLISHED), 0, timeout=30)
+        running.cancel()
+
+    messages = await stream_messages(nats_server.url, "CREDITS")
+    assert sorted(message_ids(messages)) == sorted(first + second)  # all of them, none twice
+    sample = messages[0]
+    assert sample.subject == "credits.topped_up"
+    assert sample.headers is not None
+    assert sample.headers["ce-type"] == "shop.credit.v1.CreditsToppedUp"
+    assert sample.headers["ce-id"] == sample.headers["Nats-Msg-Id"]
+    assert events_pb2.CreditsToppedUp.FromString(sample.data).event_id == sample.headers["ce-id"]
 
 
 class _FailingPublishes:
@@ -183,37 +201,21 @@ class _FailingPublishes:
 
 
 async def test_a_batch_cut_short_by_a_failed_publish_marks_only_what_went_out(
-    engine: AsyncEngine, tmp_path: Path
+    engine: AsyncEngine, nats_server: EmbeddedNats
 ) -> None:
-    server = EmbeddedNats(tmp_path / "nats", preferred_port=0)
-    server.start()
-    try:
-        messaging = Messaging(server.url, "relay-partial-test")
-        connect = asyncio.create_task(messaging.connect())
-        await asyncio.wait_for(messaging.ready.wait(), 20)
-        ids = []
-        for _ in range(5):
-            async with UnitOfWork(engine, "/shop/credit") as uow:
-                event = topped_up()
-                uow.emit(event)
-            ids.append(event.event_id)
+    async with connected(nats_server.url, "relay-partial-test") as messaging:
+        ids = await write_events(engine, 5)
 
         failing = OutboxRelay(engine, _FailingPublishes(messaging, fail_from=3))  # type: ignore[arg-type]
         with pytest.raises(OSError, match="went away"):
             await failing.publish_pending()
-        unpublished = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-        assert await count(engine, unpublished) == 3
-        sent = await stream_messages(server.url, "CREDITS")
-        assert [m.headers["Nats-Msg-Id"] for m in sent if m.headers] == ids[:2]
+        assert await count(engine, UNPUBLISHED) == 3
+        assert message_ids(await stream_messages(nats_server.url, "CREDITS")) == ids[:2]
 
         assert await OutboxRelay(engine, messaging).publish_pending() == 3
-        assert await count(engine, unpublished) == 0
-        sent = await stream_messages(server.url, "CREDITS")
-        assert [m.headers["Nats-Msg-Id"] for m in sent if m.headers] == ids  # in order, once
-        connect.cancel()
-        await messaging.close()
-    finally:
-        server.stop()
+        assert await count(engine, UNPUBLISHED) == 0
+        sent = await stream_messages(nats_server.url, "CREDITS")
+        assert message_ids(sent) == ids  # in order, each once
 
 
 async def wait_until(probe: object, expected: int, timeout: float = 10.0) -> None:

@@ -40,7 +40,7 @@ class AccountRepository:
     async def get(self, customer_id: str, *, for_update: bool = False) -> StoredAccount | None:
         lock = " FOR UPDATE" if for_update else ""
         row = await self.conn.fetchrow(
-            (f"SELECT {_COLUMNS} FROM accounts WHERE customer_id = :id{lock}"),
+            f"SELECT {_COLUMNS} FROM accounts WHERE customer_id = :id{lock}",
             {"id": customer_id},
         )
         return _from_row(row) if row is not None else None

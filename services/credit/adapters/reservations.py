@@ -52,7 +52,7 @@ class ReservationRepository:
 
     async def get(self, reservation_id: str) -> StoredReservation | None:
         row = await self.conn.fetchrow(
-            (f"SELECT {_COLUMNS} FROM reservations WHERE reservation_id = :id"),
+            f"SELECT {_COLUMNS} FROM reservations WHERE reservation_id = :id",
             {"id": reservation_id},
         )
         return _from_row(row) if row is not None else None
@@ -60,7 +60,7 @@ class ReservationRepository:
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
         lock = " FOR UPDATE" if for_update else ""
         row = await self.conn.fetchrow(
-            (f"SELECT {_COLUMNS} FROM reservations WHERE order_id = :id{lock}"),
+            f"SELECT {_COLUMNS} FROM reservations WHERE order_id = :id{lock}",
             {"id": order_id},
         )
         return _from_row(row).reservation if row is not None else None
@@ -133,7 +133,7 @@ class ReservationRepository:
 
     async def mark_order_cancelled(self, order_id: str) -> None:
         await self.conn.execute(
-            ("INSERT INTO cancelled_orders (order_id) VALUES (:id) ON CONFLICT DO NOTHING"),
+            "INSERT INTO cancelled_orders (order_id) VALUES (:id) ON CONFLICT DO NOTHING",
             {"id": order_id},
         )
 

@@ -97,7 +97,7 @@ class OrderRepository:
     async def get(self, order_id: str, *, for_update: bool = False) -> StoredOrder | None:
         lock = " FOR UPDATE" if for_update else ""
         row = await self.conn.fetchrow(
-            (f"SELECT {_COLUMNS} FROM orders WHERE order_id = :id{lock}"),
+            f"SELECT {_COLUMNS} FROM orders WHERE order_id = :id{lock}",
             {"id": order_id},
         )
         return _from_row(row) if row is not None else None

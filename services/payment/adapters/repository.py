@@ -102,7 +102,7 @@ class PaymentRepository:
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
         lock = " FOR UPDATE" if for_update else ""
         row = await self.conn.fetchrow(
-            (f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = :id{lock}"),
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = :id{lock}",
             {"id": payment_id},
         )
         return _payment(row) if row is not None else None
@@ -110,7 +110,7 @@ class PaymentRepository:
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
         lock = " FOR UPDATE" if for_update else ""
         row = await self.conn.fetchrow(
-            (f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = :id{lock}"),
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = :id{lock}",
             {"id": order_id},
         )
         return _payment(row) if row is not None else None
@@ -219,7 +219,7 @@ class RefundRepository:
 
     async def by_request_id(self, request_id: str) -> tuple[Refund, bytes] | None:
         row = await self.conn.fetchrow(
-            (f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE request_id = :id"),
+            f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE request_id = :id",
             {"id": request_id},
         )
         if row is None:
@@ -228,7 +228,7 @@ class RefundRepository:
 
     async def get(self, refund_id: str) -> Refund | None:
         row = await self.conn.fetchrow(
-            (f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE refund_id = :id"),
+            f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE refund_id = :id",
             {"id": refund_id},
         )
         return _refund(row) if row is not None else None

@@ -141,9 +141,8 @@ class RefundPayment:
 async def process_payment(deps: Dependencies, cmd: ProcessPayment, deadline: Deadline) -> Payment:
     """Charge the order once; return its payment (FAILED for a decline: a business outcome)."""
     # Step 2: one payment per order; a repeat returns it without a second charge.
-    existing = await _payment_for_order(deps, cmd.order_id)
-    if existing is not None:
-        return await _outcome_of(deps, existing, cmd.customer_id, deadline)
+    if (existing := await _existing_outcome(deps, cmd, deadline)) is not None:
+        return existing
 
     # Steps 3 and 4 ask Order and Credit at once (one round trip instead of two); the
     # answers are judged in the contract's order, so the same request gets the same error.
@@ -179,10 +178,9 @@ async def process_payment(deps: Dependencies, cmd: ProcessPayment, deadline: Dea
     except (OrderNotPayable, ReservationNotActive):
         # A concurrent call may have charged the order since step 2 looked, and Order or
         # Credit applied it (PAID, CAPTURED): then that payment is the answer, as in step 2.
-        winner = await _payment_for_order(deps, cmd.order_id)
-        if winner is None:
+        if (winner := await _existing_outcome(deps, cmd, deadline)) is None:
             raise
-        return await _outcome_of(deps, winner, cmd.customer_id, deadline)
+        return winner
 
     # Step 5: PENDING + PaymentRequested, or find that a concurrent call won the order.
     pending = Payment(
@@ -263,6 +261,16 @@ async def charge_with_retries(
 async def _payment_for_order(deps: Dependencies, order_id: str) -> Payment | None:
     async with deps.unit_of_work().autocommit() as uow:
         return await PaymentRepository(uow.conn).for_order(order_id)
+
+
+async def _existing_outcome(
+    deps: Dependencies, cmd: ProcessPayment, deadline: Deadline
+) -> Payment | None:
+    """The outcome of the order's payment, if it has one (one payment per order)."""
+    existing = await _payment_for_order(deps, cmd.order_id)
+    if existing is None:
+        return None
+    return await _outcome_of(deps, existing, cmd.customer_id, deadline)
 
 
 async def _outcome_of(
