@@ -20,7 +20,9 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from services.common.db import is_connection_error
 
@@ -120,7 +122,7 @@ class Transaction:
         self._engine = engine
         self.autocommit = autocommit
         self._before_commit = before_commit
-        self._conn: AsyncConnection | None = None
+        self._lent: PoolProxiedConnection | None = None  # the pool's, checked out
         self._sql: Sql | None = None
         self._tx: Any = None  # asyncpg's Transaction
         self._open = False
@@ -131,8 +133,10 @@ class Transaction:
         closed, or its BEGIN fails at once. So a restart costs no failed call."""
         try:
             for _ in range(self._engine.pool.size() + 2):  # type: ignore[attr-defined]
-                self._conn = await self._engine.connect()
-                driver: Any = (await self._conn.get_raw_connection()).driver_connection
+                # The pooled connection itself, not an engine Connection around it: that
+                # wrapper cost a third of each checkout and return (docs/performance.md).
+                self._lent = await self._engine.raw_connection()
+                driver: Any = self._lent.driver_connection
                 self._sql = Sql(driver)
                 if driver.is_closed():
                     await self.close(ConnectionError("closed by the server"))
@@ -180,8 +184,8 @@ class Transaction:
         """Roll back what is still open and give the connection back; `error` is what ended
         the transaction. A connection it leaves unusable, or one that is dead or still
         inside a transaction, is discarded instead; the server rolls back what it held."""
-        conn, self._conn = self._conn, None
-        if conn is None or self._sql is None:
+        lent, self._lent = self._lent, None
+        if lent is None or self._sql is None:
             return
         driver = self._sql.driver
         reusable = not leaves_connection_unusable(error) and not driver.is_closed()
@@ -197,9 +201,12 @@ class Transaction:
                     raise
         finally:
             self._open = False
+            # Either returns the connection to the pool (invalidated: to be replaced) and
+            # may await the driver (its close, the pool's reset), hence the greenlet.
             if not reusable or driver.is_closed() or driver.is_in_transaction():
-                await conn.invalidate()
-            await conn.close()
+                await greenlet_spawn(lent.invalidate)
+            else:
+                await greenlet_spawn(lent.close)
 
     async def __aenter__(self) -> Sql:
         return await self.begin()

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import SAWarning
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.db import create_engine
@@ -103,3 +106,31 @@ async def test_a_unit_of_work_cancelled_mid_statement_leaves_no_busy_connection_
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(slow_statement(), 0.2)
             assert await backend_pid(engine) != cancelled[-1]
+
+
+async def test_discarded_connections_leave_the_pools_books_straight(
+    postgres: EmbeddedPostgres,
+) -> None:
+    # A discarded connection is given back to the pool explicitly, as a slot to refill
+    # (not left to the garbage collector, which SQLAlchemy warns about), and once: were
+    # it returned twice, two units of work at once would share one connection.
+    async with engine_on(postgres, pool_size=2) as engine:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                with pytest.raises(Unavailable):
+                    async with UnitOfWork(engine, "/test") as uow:
+                        await uow.conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            gc.collect()
+        assert [w for w in caught if issubclass(w.category, SAWarning)] == []
+
+        async def held_pid() -> int:
+            async with UnitOfWork(engine, "/test") as uow:
+                pid = int(await uow.conn.fetchval("SELECT pg_backend_pid()"))
+                await asyncio.sleep(0.1)  # still holding it while the others check out
+                return pid
+
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        pids = await asyncio.gather(*(held_pid() for _ in range(4)))
+        assert len(set(pids)) == 4, f"connections shared between units of work: {pids}"
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
