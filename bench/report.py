@@ -56,6 +56,13 @@ def table(results: dict[str, Any]) -> str:
                 for k, v in cpu.items()
             )
         )
+    reads = [
+        f"{label} {_num(results[key].get('get_order_reads_per_saga'), 2)}"
+        for key, label in (("saga", "full speed"), ("saga_half", "half speed"))
+        if key in results
+    ]
+    if reads:
+        lines.append("GetOrder reads per saga while waiting (2 at best): " + ", ".join(reads))
     lines.append(
         f"payment_vs_echo {_num(results.get('payment_vs_echo'), 3)}"
         f"   saga_vs_echo {_num(results.get('saga_vs_echo'), 4)}"
