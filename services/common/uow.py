@@ -1,7 +1,9 @@
 """Unit of work: one database transaction that also carries the events it emits.
 
 Events are written to the outbox table inside the same transaction as the state change, so
-both commit or neither does; the relay publishes them afterwards.
+both commit or neither does; the relay publishes them afterwards. A use case whose change is
+one statement can do without the transaction: `with_events` folds the outbox rows into that
+statement, which PostgreSQL runs atomically on its own.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any, NoReturn
 
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,7 +20,7 @@ from services.common.db import is_connection_error
 from services.common.errors import DomainError, Unavailable
 from services.common.events import envelope
 from services.common.faults import crash_point
-from services.common.sql import Sql, Transaction
+from services.common.sql import Params, Record, Sql, Transaction
 
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (event_id, subject, event_type, payload, headers)"
@@ -34,6 +37,7 @@ class UnitOfWork:
         self._events: list[Message] = []
         self._tx = Transaction(engine, before_commit=self._write_outbox)
         self._sql: Sql | None = None
+        self._wrote_outbox = False  # by a statement from with_events
 
     @property
     def conn(self) -> Sql:
@@ -51,6 +55,20 @@ class UnitOfWork:
         if self._tx.autocommit:
             raise RuntimeError("an autocommit unit of work cannot emit events")
         self._events.append(event)
+
+    def with_events(self, *events: Message) -> Sql:
+        """For an autocommit unit of work whose change is one `INSERT`/`UPDATE … RETURNING`:
+        the statement run through the returned `Sql` also writes `events` to the outbox, in
+        the same statement and only if it returned a row (a conflict or a lost race writes
+        none). No BEGIN, no COMMIT: three round trips fewer than a transaction. The events
+        are built before the statement runs, so they cannot quote what it computes."""
+        if not self._tx.autocommit:
+            raise RuntimeError("in a transaction, emit() the events instead")
+        rows = [_outbox_row(event, self._source) for event in events]
+        return _StatementWithEvents(self.conn.driver, rows, self._outbox_written)
+
+    def _outbox_written(self) -> None:
+        self._wrote_outbox = True
 
     async def __aenter__(self) -> UnitOfWork:
         try:
@@ -72,31 +90,81 @@ class UnitOfWork:
             _raise_unavailable_if_database_lost(commit_error)
             raise
         if exc is None:
-            if self._events:
+            if self._events or self._wrote_outbox:
                 crash_point("outbox.committed")
                 if self._on_commit is not None:
                     self._on_commit()  # wake the relay now instead of at its next poll
             self._events.clear()
+            self._wrote_outbox = False
         elif not isinstance(exc, DomainError):
             _raise_unavailable_if_database_lost(exc)
 
     async def _write_outbox(self, sql: Sql) -> None:
-        rows = []
-        for event in self._events:
-            env = envelope(event, self._source)
-            rows.append(
-                {
-                    "event_id": env.event_id,
-                    "subject": env.subject,
-                    "event_type": env.event_type,
-                    "payload": env.payload,
-                    "headers": json.dumps(env.headers),
-                }
-            )
+        rows = [_outbox_row(event, self._source) for event in self._events]
         if len(rows) == 1:  # the usual case; asyncpg's executemany costs more for one row
             await sql.execute(_INSERT_OUTBOX, rows[0])
         elif rows:
             await sql.executemany(_INSERT_OUTBOX, rows)
+
+
+def _outbox_row(event: Message, source: str) -> dict[str, Any]:
+    env = envelope(event, source)
+    return {
+        "event_id": env.event_id,
+        "subject": env.subject,
+        "event_type": env.event_type,
+        "payload": env.payload,
+        "headers": json.dumps(env.headers),
+    }
+
+
+class _StatementWithEvents(Sql):
+    """Runs one statement, and in it the outbox rows, written only if it returned a row:
+
+        WITH effect AS (<statement>), outboxed AS (INSERT INTO outbox …
+            SELECT … WHERE EXISTS (SELECT 1 FROM effect)) SELECT * FROM effect
+
+    PostgreSQL runs every data-modifying part of a WITH to completion, in one snapshot, as
+    one statement: both parts commit or neither does."""
+
+    def __init__(self, driver: Any, rows: list[dict[str, Any]], written: Callable[[], None]):
+        super().__init__(driver)
+        self._rows = rows
+        self._written = written
+        self._used = False
+
+    async def fetchrow(self, sql: str, params: Params | None = None) -> Record | None:
+        if self._used:
+            raise RuntimeError("with_events carries its events into one statement only")
+        self._used = True
+        if not self._rows:
+            return await super().fetchrow(sql, params)
+        selects, outbox_params = [], {}
+        for i, row in enumerate(self._rows):
+            selects.append(
+                f"SELECT CAST(:outbox_event_id_{i} AS uuid), CAST(:outbox_subject_{i} AS text),"
+                f" CAST(:outbox_event_type_{i} AS text), CAST(:outbox_payload_{i} AS bytea),"
+                f" CAST(:outbox_headers_{i} AS jsonb) WHERE EXISTS (SELECT 1 FROM effect)"
+            )
+            outbox_params.update({f"outbox_{name}_{i}": value for name, value in row.items()})
+        statement = (
+            f"WITH effect AS ({sql}), outboxed AS ("
+            "INSERT INTO outbox (event_id, subject, event_type, payload, headers) "
+            + " UNION ALL ".join(selects)
+            + ") SELECT * FROM effect"
+        )
+        found = await super().fetchrow(statement, {**(params or {}), **outbox_params})
+        if found is not None:
+            self._written()
+        return found
+
+    async def fetch(self, sql: str, params: Params | None = None) -> NoReturn:
+        raise TypeError("with_events: one row-returning statement, through fetchrow/fetchone")
+
+    fetchval = execute = fetch
+
+    async def executemany(self, sql: str, rows: Any) -> NoReturn:
+        raise TypeError("with_events: one row-returning statement, through fetchrow/fetchone")
 
 
 def _raise_unavailable_if_database_lost(error: BaseException) -> None:

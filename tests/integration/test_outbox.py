@@ -90,6 +90,63 @@ async def test_an_autocommit_unit_of_work_commits_each_statement_and_emits_nothi
     assert await count(engine, "SELECT count(*) FROM outbox") == 0
 
 
+async def test_one_statement_carries_its_event_and_commits_both_at_once(
+    engine: AsyncEngine,
+) -> None:
+    woken: list[bool] = []
+    event = topped_up()
+    insert = "INSERT INTO things (id, name) VALUES (:id, :name) RETURNING id, name"
+    async with UnitOfWork(engine, "/test", lambda: woken.append(True)).autocommit() as uow:
+        row = await uow.with_events(event).fetchrow(insert, {"id": uuid.uuid4(), "name": "one"})
+    assert row is not None
+    assert row["name"] == "one"  # the statement's own RETURNING row
+    assert woken == [True]  # the relay is told, as after a transaction's commit
+    async with engine.connect() as conn:
+        outbox = (await conn.execute(text("SELECT event_id, subject, headers FROM outbox"))).all()
+    assert [(str(r.event_id), r.subject) for r in outbox] == [(event.event_id, "credits.topped_up")]
+    assert outbox[0].headers["ce-type"] == "shop.credit.v1.CreditsToppedUp"
+
+
+async def test_a_statement_that_changes_nothing_writes_no_event(engine: AsyncEngine) -> None:
+    woken: list[bool] = []
+    async with UnitOfWork(engine, "/test", lambda: woken.append(True)).autocommit() as uow:
+        row = await uow.with_events(topped_up(), topped_up()).fetchrow(
+            "UPDATE things SET name = 'x' WHERE id = :id RETURNING id", {"id": uuid.uuid4()}
+        )
+    assert row is None
+    assert woken == []
+    assert await count(engine, "SELECT count(*) FROM outbox") == 0
+
+
+async def test_a_failing_statement_writes_neither_its_row_nor_its_events(
+    engine: AsyncEngine,
+) -> None:
+    thing = uuid.uuid4()
+    insert = "INSERT INTO things (id, name) VALUES (:id, 'a') RETURNING id"
+    async with UnitOfWork(engine, "/test").autocommit() as uow:
+        await uow.conn.fetchrow(insert, {"id": thing})
+    with pytest.raises(Exception, match="duplicate key"):
+        async with UnitOfWork(engine, "/test").autocommit() as uow:
+            await uow.with_events(topped_up()).fetchrow(insert, {"id": thing})
+    assert await count(engine, "SELECT count(*) FROM things") == 1
+    assert await count(engine, "SELECT count(*) FROM outbox") == 0
+
+
+async def test_with_events_is_for_one_statement_outside_a_transaction(
+    engine: AsyncEngine,
+) -> None:
+    async with UnitOfWork(engine, "/test") as uow:
+        with pytest.raises(RuntimeError, match="emit"):
+            uow.with_events(topped_up())
+    insert = "INSERT INTO things (id, name) VALUES (:id, 'a') RETURNING id"
+    async with UnitOfWork(engine, "/test").autocommit() as uow:
+        sql = uow.with_events(topped_up())
+        await sql.fetchrow(insert, {"id": uuid.uuid4()})
+        with pytest.raises(RuntimeError, match="one statement"):
+            await sql.fetchrow(insert, {"id": uuid.uuid4()})
+    assert await count(engine, "SELECT count(*) FROM outbox") == 1
+
+
 async def stream_messages(url: str, stream: str) -> list[Msg]:
     nc = await nats.connect(url)
     try:

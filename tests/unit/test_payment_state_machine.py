@@ -76,13 +76,14 @@ def test_the_transition_table_is_exactly_the_design() -> None:
 
 def test_pending_settles_to_succeeded_or_failed() -> None:
     ok = payment()
-    ok.settle(APPROVED)
+    ok.settle(APPROVED, at=NOW)
     assert ok.status is S.SUCCEEDED
     assert ok.transaction_id == APPROVED.transaction_id
+    assert ok.processed_at == NOW
     assert ok.is_charged
 
     declined = payment()
-    declined.settle(DECLINED)
+    declined.settle(DECLINED, at=NOW)
     assert declined.status is S.FAILED
     assert (declined.error_code, declined.failure_reason) == (
         "INSUFFICIENT_FUNDS",
@@ -96,7 +97,7 @@ def test_pending_settles_to_succeeded_or_failed() -> None:
 def test_only_a_pending_payment_settles(status: PaymentStatus, outcome: ChargeOutcome) -> None:
     p = payment(status, refunded={S.PARTIALLY_REFUNDED: 1, S.REFUNDED: 10000}.get(status, 0))
     with pytest.raises(IllegalTransition) as raised:
-        p.settle(outcome)
+        p.settle(outcome, at=NOW)
     assert raised.value.reason == "ILLEGAL_STATE_TRANSITION"
     assert isinstance(raised.value, FailedPrecondition)
     assert p.status is status

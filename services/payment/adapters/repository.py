@@ -123,7 +123,7 @@ class PaymentRepository:
                 " error_message = :error_message, failure_reason = :failure_reason,"
                 " transaction_id = :transaction_id, is_simulated = :is_simulated,"
                 " simulated_response = :simulated_response,"
-                " processed_at = now(), updated_at = now()"
+                " processed_at = :processed_at, updated_at = now()"
                 " WHERE payment_id = :payment_id AND status = 'PENDING'"
                 f" RETURNING {_PAYMENT_COLUMNS}"
             ),
@@ -136,6 +136,7 @@ class PaymentRepository:
                 "transaction_id": payment.transaction_id or None,
                 "is_simulated": payment.is_simulated,
                 "simulated_response": payment.simulated_response or None,
+                "processed_at": payment.processed_at,
             },
         )
         return _payment(row) if row is not None else None

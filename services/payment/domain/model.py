@@ -157,9 +157,10 @@ class Payment:
             raise IllegalTransition("payment", self.payment_id, self.status.value, target.value)
         self.status = target
 
-    def settle(self, outcome: ChargeOutcome) -> None:
-        """Record the gateway's answer: PENDING → SUCCEEDED or FAILED."""
+    def settle(self, outcome: ChargeOutcome, at: datetime) -> None:
+        """Record the gateway's answer, received `at`: PENDING → SUCCEEDED or FAILED."""
         self._move(PaymentStatus.SUCCEEDED if outcome.succeeded else PaymentStatus.FAILED)
+        self.processed_at = at
         self.transaction_id = outcome.transaction_id
         self.error_code = outcome.error_code
         self.error_message = outcome.error_message

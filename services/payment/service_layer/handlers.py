@@ -191,10 +191,9 @@ async def process_payment(deps: Dependencies, cmd: ProcessPayment, deadline: Dea
         amount=cmd.amount,
         method=cmd.method,
     )
-    async with deps.unit_of_work() as uow:
-        recorded = await PaymentRepository(uow.conn).add(pending)
-        if recorded is not None:
-            uow.emit(_requested(recorded))
+    # One statement, its event in it (no BEGIN/COMMIT); a conflict writes neither.
+    async with deps.unit_of_work().autocommit() as uow:
+        recorded = await PaymentRepository(uow.with_events(_requested(pending))).add(pending)
     if recorded is None:
         winner = await _payment_for_order(deps, cmd.order_id)
         assert winner is not None, "the conflicting payment is committed"
@@ -207,15 +206,17 @@ async def process_payment(deps: Dependencies, cmd: ProcessPayment, deadline: Dea
 async def settle_payment(deps: Dependencies, payment: Payment) -> Payment:
     """Charge a PENDING payment and record the outcome with its event, once."""
     outcome = await charge_with_retries(deps.gateway, payment, deps.retry)
-    payment.settle(outcome)
-    async with deps.unit_of_work() as uow:
-        payments = PaymentRepository(uow.conn)
-        recorded = await payments.record_settlement(payment)
-        if recorded is None:  # settled meanwhile (recovery, or a duplicate that found it stale)
-            current = await payments.get(payment.payment_id)
-            assert current is not None
-            return current
-        uow.emit(_succeeded(recorded) if recorded.is_charged else _failed(recorded))
+    payment.settle(outcome, at=deps.clock())
+    event = _succeeded(payment) if payment.is_charged else _failed(payment)
+    # One statement, its event in it (no BEGIN/COMMIT); a payment settled meanwhile
+    # (recovery, or a duplicate that found it stale) matches nothing and writes no event.
+    async with deps.unit_of_work().autocommit() as uow:
+        recorded = await PaymentRepository(uow.with_events(event)).record_settlement(payment)
+    if recorded is None:
+        async with deps.unit_of_work().autocommit() as uow:
+            current = await PaymentRepository(uow.conn).get(payment.payment_id)
+        assert current is not None
+        return current
     log.info(
         "payment %s for order %s %s",
         recorded.payment_id,
