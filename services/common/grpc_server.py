@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -60,6 +60,24 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
     return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
 
 
+def request_id_metadata() -> tuple[tuple[str, str], ...]:
+    """The call's request id as response metadata (none outside a call)."""
+    request_id = request_id_var.get()
+    return ((REQUEST_ID_HEADER, request_id),) if request_id else ()
+
+
+async def abort_with_status(
+    context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status
+) -> NoReturn:
+    """End the call with a `google.rpc.Status` (its details in `grpc-status-details-bin`) and
+    the request id: an abort's trailing metadata replaces what the call had set."""
+    error = rpc_status.to_status(status)
+    await context.abort(
+        error.code, error.details, (*error.trailing_metadata, *request_id_metadata())
+    )
+    raise AssertionError("abort returned")  # it raises; this tells the type checker
+
+
 def internal_status() -> status_pb2.Status:
     return status_pb2.Status(
         code=code_pb2.INTERNAL,
@@ -91,21 +109,23 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                # Echoed in the trailers, which go out with the status: sending it as
+                # initial metadata would cost a write of its own (a fifth of a call's CPU).
+                context.set_trailing_metadata(request_id_metadata())
                 return await inner(request, context)
             except DomainError as error:
                 code = error.code
-                await context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
+                await abort_with_status(context, to_rpc_status(error))
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             except NotImplementedError:  # a generated base method: declared, not implemented
                 code = grpc.StatusCode.UNIMPLEMENTED
-                await context.abort(code, f"{method} is not implemented")
+                await context.abort(code, f"{method} is not implemented", request_id_metadata())
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unhandled error in %s", method)
-                await context.abort_with_status(rpc_status.to_status(internal_status()))
+                await abort_with_status(context, internal_status())
             finally:
                 log.log(
                     # probes call health every few seconds; keep them out of the INFO log

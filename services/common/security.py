@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from grpc_status import rpc_status
 
 from services.common.errors import PermissionDenied
-from services.common.grpc_server import to_rpc_status
+from services.common.grpc_server import abort_with_status, to_rpc_status
 from services.common.security_settings import AuthzPolicy, GrpcTls
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             ",".join(sorted(identities)) or "an unverified caller",
             extra={"rpc": method, "caller": sorted(identities)},
         )
-        return rpc_status.to_status(to_rpc_status(NotAuthorized(method, identities)))
+        return to_rpc_status(NotAuthorized(method, identities))
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -105,7 +104,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
 
                 async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
                     if (refusal := check(method, context)) is not None:
-                        await context.abort_with_status(refusal)
+                        await abort_with_status(context, refusal)
                     async for response in inner(request, context):
                         yield response
 
@@ -113,7 +112,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary(request: Any, context: Any) -> Any:
                 if (refusal := check(method, context)) is not None:
-                    await context.abort_with_status(refusal)
+                    await abort_with_status(context, refusal)
                 return await inner(request, context)
 
             return unary

@@ -125,6 +125,7 @@ async def test_an_identity_not_allowed_gets_permission_denied(
     assert info.reason == "CALLER_NOT_AUTHORIZED"
     assert info.metadata["method"] == CHECK
     assert info.metadata["caller"] == "outsider"
+    assert dict(denied.value.trailing_metadata() or ())["x-request-id"]  # to quote in a report
 
 
 async def test_streams_are_authorized_too(pki: Pki, mtls_server: GrpcServer) -> None:
