@@ -195,3 +195,68 @@ async def test_a_failing_event_in_a_batch_holds_back_only_itself(
 
     assert counted_while_failing == {order_id: int(order_id != bad) for order_id in order_ids}
     assert [await counter(engine, order_id) for order_id in order_ids] == [1] * 5
+
+
+class _Delivered:
+    """What a consumer reads of a fetched JetStream message, for driving `handle_batch`
+    directly: the batch, not NATS, is under test here."""
+
+    def __init__(self, event: Any) -> None:
+        env = envelope(event, "/shop/order")
+        self.subject, self.data, self.headers = env.subject, env.payload, env.headers
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+    async def nak(self, delay: float | None = None) -> None:
+        raise AssertionError("nothing here should be left for redelivery")
+
+    async def term(self) -> None:
+        raise AssertionError("every event here is decodable")
+
+
+async def test_two_consumers_batches_lock_in_one_order_and_never_deadlock(
+    engine: AsyncEngine, infra: Infra, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two consumers each fetch a batch touching the same two rows, in opposite orders.
+    Applied as fetched, each would lock one row and wait for the other: a deadlock, which
+    PostgreSQL breaks only after deadlock_timeout (1 s) by failing one batch. Applied in
+    `lock_order`, both take the first row first and the second batch simply waits."""
+    first, second = sorted(str(uuid.uuid4()) for _ in range(2))
+    async with engine.begin() as conn:
+        for name in (first, second):
+            await conn.execute(
+                text("INSERT INTO counters (name, value) VALUES (:n, 0)"), {"n": name}
+            )
+
+    async def lock_and_linger(uow: UnitOfWork, event: Any) -> None:
+        await _bump(uow, event)  # holds the counter's row lock until the batch commits
+        await asyncio.sleep(0.2)  # long enough for the other batch to take its first lock
+
+    def consumer(name: str) -> Consumer:
+        return Consumer(
+            name=f"{name}-{uuid.uuid4().hex[:8]}",
+            stream="ORDERS",
+            handlers={events_pb2.OrderCancelled: lock_and_linger},
+            unit_of_work=lambda: UnitOfWork(engine, "/test"),
+            messaging=Messaging(infra.nats_url, "unused"),
+            lock_order=lambda event: event.order_id,
+        )
+
+    def batch(*order_ids: str) -> list[_Delivered]:
+        return [
+            _Delivered(new_event(events_pb2.OrderCancelled, order_id=o, reason="test"))
+            for o in order_ids
+        ]
+
+    one, other = batch(second, first), batch(first, second)
+    await asyncio.gather(
+        consumer("a").handle_batch(one),  # type: ignore[arg-type]
+        consumer("b").handle_batch(other),  # type: ignore[arg-type]
+    )
+
+    assert not [r.message for r in caplog.records if "failed" in r.getMessage()]
+    assert all(m.acked for m in one + other)
+    assert await counter(engine, first) == 2
+    assert await counter(engine, second) == 2

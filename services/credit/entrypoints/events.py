@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
@@ -15,6 +16,12 @@ from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
 
 log = logging.getLogger(__name__)
+
+
+def _account(event: Any) -> str:
+    # Every handler locks the customer's account (after the hold): batches lock accounts in
+    # customer order, so credit-orders and credit-payments never deadlock on two accounts.
+    return str(event.customer_id)
 
 
 def consumers(
@@ -33,6 +40,7 @@ def consumers(
             },
             unit_of_work,
             messaging,
+            lock_order=_account,
         ),
         Consumer(
             "credit-payments",
@@ -44,6 +52,7 @@ def consumers(
             },
             unit_of_work,
             messaging,
+            lock_order=_account,
         ),
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
@@ -10,6 +11,12 @@ from services.common.uow import UnitOfWork
 from services.order.service_layer import saga
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.payment.v1 import events_pb2 as payment_events
+
+
+def _order(event: Any) -> str:
+    # Every handler locks the event's order row: batches lock orders in id order, so
+    # order-credits and order-payments never deadlock on two orders.
+    return str(event.order_id)
 
 
 def consumers(unit_of_work: Callable[[], UnitOfWork], messaging: Messaging) -> list[Consumer]:
@@ -24,6 +31,7 @@ def consumers(unit_of_work: Callable[[], UnitOfWork], messaging: Messaging) -> l
             },
             unit_of_work,
             messaging,
+            lock_order=_order,
         ),
         Consumer(
             "order-payments",
@@ -35,5 +43,6 @@ def consumers(unit_of_work: Callable[[], UnitOfWork], messaging: Messaging) -> l
             },
             unit_of_work,
             messaging,
+            lock_order=_order,
         ),
     ]
