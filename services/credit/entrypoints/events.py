@@ -72,7 +72,8 @@ class ExpirySweeper:
     async def sweep_once(self) -> int:
         async with self.unit_of_work() as uow:
             overdue = await ReservationRepository(uow.conn).lock_expired(self.batch)
-            for hold in overdue:
+            # accounts in customer order, as the consumers' batches take them
+            for hold in sorted(overdue, key=lambda hold: hold.customer_id):
                 await saga.expire(uow, hold)
         return len(overdue)
 
