@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections.abc import Callable
-from typing import Any
 
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
@@ -18,10 +18,9 @@ from shop.payment.v1 import events_pb2 as payment_events
 log = logging.getLogger(__name__)
 
 
-def _account(event: Any) -> str:
-    # Every handler locks the customer's account (after the hold): batches lock accounts in
-    # customer order, so credit-orders and credit-payments never deadlock on two accounts.
-    return str(event.customer_id)
+# Every handler locks the customer's account (after the hold): batches lock accounts in
+# customer order, so credit-orders and credit-payments never deadlock on two accounts.
+LOCK_ORDER = operator.attrgetter("customer_id")
 
 
 def consumers(
@@ -40,7 +39,7 @@ def consumers(
             },
             unit_of_work,
             messaging,
-            lock_order=_account,
+            lock_order=LOCK_ORDER,
         ),
         Consumer(
             "credit-payments",
@@ -52,7 +51,7 @@ def consumers(
             },
             unit_of_work,
             messaging,
-            lock_order=_account,
+            lock_order=LOCK_ORDER,
         ),
     ]
 
@@ -72,8 +71,8 @@ class ExpirySweeper:
     async def sweep_once(self) -> int:
         async with self.unit_of_work() as uow:
             overdue = await ReservationRepository(uow.conn).lock_expired(self.batch)
-            # accounts in customer order, as the consumers' batches take them
-            for hold in sorted(overdue, key=lambda hold: hold.customer_id):
+            # accounts in the order the consumers' batches take them
+            for hold in sorted(overdue, key=LOCK_ORDER):
                 await saga.expire(uow, hold)
         return len(overdue)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
-from typing import Any
 
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
@@ -12,11 +12,9 @@ from services.order.service_layer import saga
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.payment.v1 import events_pb2 as payment_events
 
-
-def _order(event: Any) -> str:
-    # Every handler locks the event's order row: batches lock orders in id order, so
-    # order-credits and order-payments never deadlock on two orders.
-    return str(event.order_id)
+# Every handler locks the event's order row: batches lock orders in id order, so
+# order-credits and order-payments never deadlock on two orders.
+LOCK_ORDER = operator.attrgetter("order_id")
 
 
 def consumers(unit_of_work: Callable[[], UnitOfWork], messaging: Messaging) -> list[Consumer]:
@@ -31,7 +29,7 @@ def consumers(unit_of_work: Callable[[], UnitOfWork], messaging: Messaging) -> l
             },
             unit_of_work,
             messaging,
-            lock_order=_order,
+            lock_order=LOCK_ORDER,
         ),
         Consumer(
             "order-payments",
@@ -43,6 +41,6 @@ def consumers(unit_of_work: Callable[[], UnitOfWork], messaging: Messaging) -> l
             },
             unit_of_work,
             messaging,
-            lock_order=_order,
+            lock_order=LOCK_ORDER,
         ),
     ]

@@ -1,6 +1,12 @@
-"""Every call's request id (`x-request-id`, the caller's or a new UUID) comes back in the
+"""The server interceptor every service runs, over a real socket.
+
+Every call's request id (`x-request-id`, the caller's or a new UUID) comes back in the
 response's trailing metadata, on success and on every kind of error, next to the error's
-`google.rpc.Status` details: it is what a caller quotes when asking about a failed call."""
+`google.rpc.Status` details: it is what a caller quotes when asking about a failed call.
+
+A method declared in a proto but not implemented answers UNIMPLEMENTED, as gRPC says, not
+INTERNAL: the generated base servicer raises NotImplementedError, which the error-mapping
+interceptor must not turn into an internal error (the contract suite relies on it)."""
 
 from __future__ import annotations
 
@@ -93,7 +99,7 @@ async def test_an_error_carries_the_request_id_and_its_details(
     assert info.reason == reason
 
 
-async def test_an_unimplemented_method_carries_the_request_id(
+async def test_a_declared_but_unimplemented_method_is_unimplemented_with_its_request_id(
     stub: Any,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as failed:
@@ -103,4 +109,5 @@ async def test_an_unimplemented_method_carries_the_request_id(
             timeout=10,
         )
     assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "ListOrders" in (failed.value.details() or "")
     assert _request_id(failed.value.trailing_metadata()) == "req-8"
