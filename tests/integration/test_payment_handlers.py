@@ -625,3 +625,59 @@ async def test_a_cancelled_order_nothing_was_charged_for_is_closed_once_no_payme
         result = await conn.execute(text("SELECT order_id::text, outcome FROM cancelled_orders"))
         rows: dict[str, str | None] = {row.order_id: row.outcome for row in result}
     assert rows == {old.order_id: "NOTHING_CHARGED", fresh.order_id: None}
+
+
+async def test_a_caller_cannot_spend_the_compensating_refunds_key_first(world: World) -> None:
+    # The job's request id used to be derived from the order id alone (uuid5 of a constant):
+    # a caller could refund 1 unit with it, and the job then found "its" refund done.
+    order = world.reserved_order(4200)
+    payment = await world.pay(order)
+    guessed = str(
+        uuid.uuid5(
+            uuid.UUID("6f0c8e2a-4b1d-4c3e-9a7f-2d5e8b1c0a93"),
+            f"compensate-cancelled-order:{order.order_id}",
+        )
+    )
+    await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 1, guessed))
+    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_CANCELLED")
+    await note_cancelled(world, order)
+
+    assert await handlers.compensate_cancelled_orders(world.deps) == 1
+    assert await world.scalar("SELECT refunded FROM payments") == 4200
+    assert await world.scalar("SELECT status FROM payments") == "REFUNDED"
+    assert (
+        await world.scalar("SELECT count(*) FROM cancelled_orders WHERE refund_id IS NOT NULL") == 1
+    )
+
+
+async def test_two_identical_full_refunds_at_once_both_get_the_first_ones_answer(
+    world: World,
+) -> None:
+    payment = await world.pay(world.reserved_order(6000))
+    request_id = new_id()
+    async with world.engine.begin() as conn:
+        # Hold the payment's row: both calls look their request id up (nothing yet), then
+        # queue on the row lock; the first records the full refund, the second must answer
+        # with it rather than find nothing left to refund.
+        await conn.execute(
+            text("SELECT 1 FROM payments WHERE payment_id = :id FOR UPDATE"),
+            {"id": payment.payment_id},
+        )
+        calls = [
+            asyncio.create_task(
+                handlers.refund_payment(
+                    world.deps, refund_cmd(payment.payment_id, None, request_id)
+                )
+            )
+            for _ in range(2)
+        ]
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        for _ in range(500):
+            if await world.scalar(waiting) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert await world.scalar(waiting) == 2
+    results = await asyncio.gather(*calls)
+    assert len({refund.refund_id for refund, _ in results}) == 1
+    assert await world.scalar("SELECT count(*) FROM refunds") == 1
+    assert await world.scalar("SELECT refunded FROM payments") == 6000

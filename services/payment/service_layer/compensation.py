@@ -9,14 +9,14 @@ not get. Payment makes them whole without anyone having to notice:
    duplicate, late or forged event can do no harm by itself);
 2. the compensation job takes each noted order that has a successful payment, asks Order
    (over gRPC, the source of truth) whether the order really is CANCELLED, and if so records
-   a refund of everything left (one per order: its request id is derived from the order id)
-   and settles it through the gateway like any refund. `payments.refunded` then gives the
-   credits back in Credit; the order stays CANCELLED.
+   a refund of everything left (one per order: the noted row keeps the refund's id, written
+   in the refund's own transaction; the refund's request id is random, so no caller can
+   claim it first) and settles it through the gateway like any refund. `payments.refunded`
+   then gives the credits back in Credit; the order stays CANCELLED.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 ORDER_CANCELLED = "ORDER_STATUS_CANCELLED"
 REASON = "ORDER_CANCELLED: the order was cancelled before its payment completed"
-_NAMESPACE = uuid.UUID("6f0c8e2a-4b1d-4c3e-9a7f-2d5e8b1c0a93")
 
 _NOTE = (
     "INSERT INTO cancelled_orders (order_id, reason) VALUES (:order_id, :reason)"
@@ -55,19 +54,18 @@ _RESOLVE_NOTHING_CHARGED = (
     " AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = c.order_id"
     " AND p.status IN ('PENDING', 'SUCCEEDED', 'PARTIALLY_REFUNDED'))"
 )
+_COMPENSATED_BY = "SELECT refund_id FROM cancelled_orders WHERE order_id = :order_id"
+_MARK_COMPENSATED = (
+    "UPDATE cancelled_orders SET refund_id = :refund_id"
+    " WHERE order_id = :order_id AND refund_id IS NULL"
+)
+# The job's refunds are no RefundPayment call: their (random) request id is never reused, so
+# the fingerprint only marks them as the job's.
+_FINGERPRINT = b"compensation"
 _RESOLVE = (
     "UPDATE cancelled_orders SET resolved_at = now(), outcome = :outcome"
     " WHERE order_id = :order_id AND resolved_at IS NULL"
 )
-
-
-def refund_request_id(order_id: str) -> str:
-    """The compensating refund's request id: one per order, whoever records it."""
-    return str(uuid.uuid5(_NAMESPACE, f"compensate-cancelled-order:{order_id}"))
-
-
-def _fingerprint(order_id: str) -> bytes:
-    return hashlib.sha256(f"compensate-cancelled-order:{order_id}".encode()).digest()
 
 
 async def note_cancelled_order(uow: UnitOfWork, event: order_events.OrderCancelled) -> None:
@@ -99,9 +97,8 @@ async def record_refund(uow: UnitOfWork, order_id: str) -> tuple[Refund, Payment
     payment = await payments.for_order(order_id, for_update=True)
     if payment is None or payment.status not in REFUNDABLE:
         return None
-    request_id = refund_request_id(order_id)
-    if await refunds.by_request_id(request_id) is not None:
-        return None
+    if await uow.conn.fetchval(_COMPENSATED_BY, {"order_id": order_id}) is not None:
+        return None  # another replica's job refunded it first
     left = payment.refundable(await refunds.pending_total(payment.payment_id))
     if not left.is_positive:
         return None  # refunded by hand already
@@ -111,10 +108,11 @@ async def record_refund(uow: UnitOfWork, order_id: str) -> tuple[Refund, Payment
             payment_id=payment.payment_id,
             amount=left,
             reason=REASON,
-            request_id=request_id,
+            request_id=str(uuid.uuid4()),
         ),
-        _fingerprint(order_id),
+        _FINGERPRINT,
     )
+    await uow.conn.execute(_MARK_COMPENSATED, {"order_id": order_id, "refund_id": refund.refund_id})
     log.warning(
         "payment %s succeeded after order %s was cancelled: refunding %s",
         payment.payment_id,

@@ -364,18 +364,17 @@ async def refund_payment(deps: Dependencies, cmd: RefundPayment) -> tuple[Refund
 async def _record_refund(deps: Dependencies, cmd: RefundPayment) -> tuple[Refund, Payment]:
     async with deps.unit_of_work() as uow:
         payments, refunds = PaymentRepository(uow.conn), RefundRepository(uow.conn)
-        found = await refunds.by_request_id(cmd.request_id)
-        if found is not None:
-            refund, fingerprint = found
-            if fingerprint != cmd.fingerprint:
-                raise IdempotencyKeyReused(cmd.request_id)
-            payment = await payments.get(refund.payment_id)
-            assert payment is not None
-            return refund, payment
+        if (earlier := await _earlier_refund(uow, cmd)) is not None:
+            return earlier  # the common retry: answered without taking the payment's lock
         # The row lock serializes refunds of one payment: each one sees what the others took.
         payment = await payments.get(cmd.payment_id, for_update=True)
         if payment is None:
             raise PaymentNotFound(cmd.payment_id)
+        # Again under the lock: an identical call that was waiting for it while this one
+        # looked may have recorded the refund meanwhile; its answer is this call's answer
+        # (without this, a full refund's twin would be refused REFUND_EXCEEDS_PAYMENT).
+        if (earlier := await _earlier_refund(uow, cmd)) is not None:
+            return earlier
         amount = payment.plan_refund(cmd.amount, await refunds.pending_total(cmd.payment_id))
         refund = await refunds.add(
             Refund(
@@ -389,6 +388,19 @@ async def _record_refund(deps: Dependencies, cmd: RefundPayment) -> tuple[Refund
         )
         uow.emit(_refund_requested(refund, payment))
         return refund, payment
+
+
+async def _earlier_refund(uow: UnitOfWork, cmd: RefundPayment) -> tuple[Refund, Payment] | None:
+    """The refund an earlier call with this request_id recorded, with its payment."""
+    found = await RefundRepository(uow.conn).by_request_id(cmd.request_id)
+    if found is None:
+        return None
+    refund, fingerprint = found
+    if fingerprint != cmd.fingerprint:
+        raise IdempotencyKeyReused(cmd.request_id)
+    payment = await PaymentRepository(uow.conn).get(refund.payment_id)
+    assert payment is not None
+    return refund, payment
 
 
 async def settle_refund(deps: Dependencies, refund: Refund) -> tuple[Refund, Payment]:
