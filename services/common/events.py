@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from services.common.money import is_known_currency
 from shop.common.v1 import event_options_pb2
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.order.v1 import events_pb2 as order_events
@@ -90,3 +91,46 @@ def envelope(event: Message, source: str) -> Envelope:
         "Nats-Msg-Id": event_id,
     }
     return Envelope(event_id, subject, descriptor.full_name, event.SerializeToString(), headers)
+
+
+# Consumers check every event against these before a handler sees it: a well-formed event
+# with a bad field can never be applied, however often it is redelivered.
+_ID_FIELDS = ("event_id", "order_id", "customer_id", "reservation_id", "payment_id", "refund_id")
+_OPTIONAL_IDS = frozenset({"reservation_id"})  # a payment may name no hold (the order's)
+_POSITIVE_AMOUNTS = frozenset({"amount", "total"})
+
+
+def defects(event: Message) -> list[str]:
+    """What is wrong with a consumed event's fields, in words; empty when nothing is.
+
+    Ids must be canonical UUIDs (and present, but for `reservation_id`); amounts must be in a
+    known ISO 4217 currency and never negative; `amount` and `total` must be positive."""
+    found: list[str] = []
+    fields = event.DESCRIPTOR.fields_by_name
+    for name in _ID_FIELDS:
+        if name not in fields:
+            continue
+        value: str = getattr(event, name)
+        if not value:
+            if name not in _OPTIONAL_IDS:
+                found.append(f"{name} is missing")
+            continue
+        try:
+            canonical = str(uuid.UUID(value)) == value.lower()
+        except ValueError:
+            canonical = False
+        if not canonical:
+            found.append(f"{name} is not a UUID: {value[:64]!r}")
+    for name, field in fields.items():
+        if field.message_type is None or field.message_type.full_name != "shop.common.v1.Money":
+            continue
+        if not event.HasField(name):
+            if name in _POSITIVE_AMOUNTS:
+                found.append(f"{name} is missing")
+            continue
+        money = getattr(event, name)
+        if not is_known_currency(money.currency_code):
+            found.append(f"{name} has an unknown currency {money.currency_code[:16]!r}")
+        if money.minor_units < 0 or (name in _POSITIVE_AMOUNTS and money.minor_units == 0):
+            found.append(f"{name} must be positive, got {money.minor_units}")
+    return found

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 from nats.aio.msg import Msg
 
-from services.common.events import EVENT_TYPES, SUBJECT_TYPES, subject_of
+from services.common.events import SUBJECT_TYPES, defects, subject_of
 from services.common.faults import crash_point
 from services.common.jetstream import Messaging, ensure_durable_consumer
 from services.common.sql import Sql
@@ -38,6 +37,13 @@ async def claim(conn: Sql, consumer: str, event_id: str, subject: str) -> bool:
         _CLAIM, {"consumer": consumer, "event_id": event_id, "subject": subject}
     )
     return row is not None
+
+
+class PoisonEvent(Exception):
+    """Raised by a handler for an event that can never be applied: what is wrong is in the
+    event itself (it names an account that does not exist, it contradicts the state it
+    addresses), not in the moment, so a redelivery cannot help. The consumer takes it off
+    the stream instead of retrying it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,30 +132,44 @@ class Consumer:
             await self._apply_alone(delivery)
 
     async def _decode(self, msg: Msg) -> _Delivery | None:
-        """The event and its handler; None (and the message terminated) when it is not ours
-        or cannot be decoded: redelivery cannot help."""
+        """The event and its handler; None (and the message taken off the stream) when it is
+        not ours, cannot be decoded or has a bad field: redelivery cannot help.
+
+        The subject alone says what an event is (only its producer may publish on it): a
+        `ce-type` header naming another type is poison, never a reason to read the body as
+        that type (a PaymentSucceeded body on payments.failed must not count as a success)."""
         headers = msg.headers or {}
         event_type = headers.get("ce-type") or ""
-        known = EVENT_TYPES.get(event_type) or SUBJECT_TYPES.get(msg.subject)
-        entry = self._by_type.get(known.DESCRIPTOR.full_name) if known else None
-        if entry is None or (event_type and event_type != entry[0].DESCRIPTOR.full_name):
-            log.error(
-                "consumer %s: dropping message of type %r on %s", self.name, event_type, msg.subject
-            )
-            await msg.term()
+        cls = SUBJECT_TYPES.get(msg.subject)
+        entry = self._by_type.get(cls.DESCRIPTOR.full_name) if cls is not None else None
+        if entry is None:
+            await self._poison(msg, f"no handler for subject {msg.subject}")
             return None
         cls, handler = entry
+        if event_type and event_type != cls.DESCRIPTOR.full_name:
+            await self._poison(msg, f"ce-type {event_type[:128]!r} is not {msg.subject}'s type")
+            return None
         try:
             event = cls.FromString(msg.data)
-            event_id: str = event.event_id  # type: ignore[attr-defined]
-            uuid.UUID(event_id)  # the inbox keys on it; a bad id can never be applied
-        except (DecodeError, ValueError) as error:
-            log.error(
-                "consumer %s: undecodable %s on %s: %s", self.name, event_type, msg.subject, error
-            )
-            await msg.term()
+        except DecodeError as error:
+            await self._poison(msg, f"undecodable {cls.DESCRIPTOR.name}: {error}")
             return None
+        if problems := defects(event):
+            await self._poison(msg, f"bad {cls.DESCRIPTOR.name}: {'; '.join(problems)}")
+            return None
+        event_id: str = event.event_id  # type: ignore[attr-defined]
         return _Delivery(msg, event, event_id, handler)
+
+    async def _poison(self, msg: Msg, reason: str) -> None:
+        """Take an event that can never be applied off the stream, loudly."""
+        log.error(
+            "consumer %s: poison event on %s, not retried: %s",
+            self.name,
+            msg.subject,
+            reason,
+            extra={"consumer": self.name, "subject": msg.subject},
+        )
+        await msg.term()
 
     async def _apply(self, uow: UnitOfWork, delivery: _Delivery) -> None:
         if await claim(uow.conn, self.name, delivery.event_id, delivery.msg.subject):
@@ -166,6 +186,11 @@ class Consumer:
         try:
             async with self.unit_of_work() as uow:
                 await self._apply(uow, delivery)
+        except PoisonEvent as poison:  # rolled back: not even the inbox row stays
+            await self._poison(
+                delivery.msg, f"{delivery.event.DESCRIPTOR.name} {delivery.event_id}: {poison}"
+            )
+            return
         except Exception:
             # Transient (database down) or a bug: leave it for redelivery, a little later.
             log.exception(

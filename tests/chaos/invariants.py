@@ -94,12 +94,17 @@ async def check_once(
         payments = await conn.fetch("SELECT * FROM payments.payments")
         refunds = await conn.fetch("SELECT * FROM payments.refunds")
         orders = await conn.fetch("SELECT * FROM orders.orders")
-        refunded_back: Counter[str] = Counter()
-        payment_by_id = {str(p["payment_id"]): p for p in payments}
-        for refund in refunds:
-            if refund["status"] == "SUCCEEDED":
-                payment = payment_by_id[str(refund["payment_id"])]
-                refunded_back[str(payment["customer_id"])] += refund["amount"]
+        # Credit's side of the refunds: what each payment's refunds gave back, and the
+        # payments that won at the gateway too late to capture anything (nothing to give back)
+        given_back: Counter[str] = Counter()
+        for row in await conn.fetch("SELECT payment_id, given_back FROM credits.applied_refunds"):
+            given_back[str(row["payment_id"])] += row["given_back"]
+        captured_nothing = {
+            str(row["payment_id"])
+            for row in await conn.fetch(
+                "SELECT payment_id FROM credits.reconciliation WHERE kind = 'LATE_CAPTURE_SHORT'"
+            )
+        }
         for a in accounts:
             customer = str(a["customer_id"])
             parts = (a["available"], a["reserved"], a["spent"])
@@ -109,16 +114,15 @@ async def check_once(
             )
             mine = [h for h in holds if str(h["customer_id"]) == customer]
             active = sum(h["amount"] for h in mine if h["state"] == "ACTIVE")
-            captured = sum(h["amount"] for h in mine if h["state"] == "CAPTURED")
+            kept = sum(h["amount"] - h["refunded"] for h in mine if h["state"] == "CAPTURED")
             checks += _check(
                 a["reserved"] == active,
                 f"{customer}: reserved {a['reserved']} != {active}",
                 problems,
             )
             checks += _check(
-                a["spent"] == captured - refunded_back[customer],
-                f"{customer}: spent {a['spent']} != captured {captured}"
-                f" - refunded {refunded_back[customer]}",
+                a["spent"] == kept,
+                f"{customer}: spent {a['spent']} != captured minus given back {kept}",
                 problems,
             )
             if customer in topped_up:
@@ -150,6 +154,20 @@ async def check_once(
                 problems,
             )
             checks += _check(p["status"] != "PENDING", f"payment {pid} still PENDING", problems)
+            # Credit gives back exactly what Payment refunded, never credits it never took
+            owed = 0 if pid in captured_nothing else refunded[pid]
+            checks += _check(
+                given_back[pid] == owed,
+                f"payment {pid}: Credit gave back {given_back[pid]}, owed {owed}"
+                f" (refunded {refunded[pid]})",
+                problems,
+            )
+            if pid in captured_nothing:
+                checks += _check(
+                    p["status"] == "REFUNDED",
+                    f"payment {pid} captured nothing but is {p['status']}, not refunded",
+                    problems,
+                )
 
         # a hold is released once and captured once, whoever sweeps (replicas race)
         effects: Counter[tuple[str, str]] = Counter()
@@ -208,9 +226,12 @@ async def check_once(
         for oid, p in paid_of.items():
             hold = hold_of.get(oid)
             checks += _check(
-                hold is not None
-                and hold["state"] == "CAPTURED"
-                and str(hold["payment_id"]) == str(p["payment_id"]),
+                str(p["payment_id"]) in captured_nothing  # checked above: refunded, nothing back
+                or (
+                    hold is not None
+                    and hold["state"] == "CAPTURED"
+                    and str(hold["payment_id"]) == str(p["payment_id"])
+                ),
                 f"payment {p['payment_id']} succeeded but hold is {hold and hold['state']}",
                 problems,
             )

@@ -220,3 +220,95 @@ async def test_8_duplicate_reordered_and_late_events(chaos: Chaos) -> None:
         assert [r["reason"].split(":")[0] for r in refunds] == ["ORDER_CANCELLED"]
         assert spent == 4_000  # the paid saga's only: the late payment was given back
         assert (await shop.get_order(order.order_id)).status == order_pb2.ORDER_STATUS_CANCELLED
+
+        # (e) the same race when the released credits are held and spent by a second order
+        # before the late payment lands: nothing can be captured for the first order, so its
+        # compensating refund gives nothing back (it used to give back what the second order
+        # spent: credits created from nothing). Then that refund republished under a new
+        # event id, and a refund the payment never made: no effect.
+        short = shop.new_customer()
+        await top_up(shop, tracker, short, 2_000)
+        first = await create_order(shop, tracker, short, 2_000)
+        first = await order_until(shop, tracker, first.order_id, (order_pb2.ORDER_STATUS_RESERVED,))
+        chaos.sagas()
+        paying_first = asyncio.create_task(pay(shop, tracker, first, new_id()))
+        db = await cluster.db()
+        try:
+            for _ in range(200):
+                if await db.fetchval(
+                    "SELECT count(*) FROM payments.payments WHERE order_id = $1", first.order_id
+                ):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await db.close()
+        cancel = order_service_pb2.CancelOrderRequest(order_id=first.order_id, reason="oops")
+        await retrying(lambda: shop.order.CancelOrder(cancel), tracker)
+        second = await create_order(shop, tracker, short, 2_000)
+        second = await order_until(
+            shop, tracker, second.order_id, (order_pb2.ORDER_STATUS_RESERVED,)
+        )
+        chaos.sagas()
+        paying_second = asyncio.create_task(pay(shop, tracker, second, new_id()))
+        late = await paying_first
+        assert late.payment.status == payment_pb2.PAYMENT_STATUS_SUCCEEDED, late
+        spent = await paying_second
+        assert spent.payment.status == payment_pb2.PAYMENT_STATUS_SUCCEEDED, spent
+        chaos.fault()
+        for _ in range(300):  # the compensating refund of the late payment
+            payments = await shop.payments_of(first.order_id)
+            if [p.status for p in payments] == [payment_pb2.PAYMENT_STATUS_REFUNDED]:
+                break
+            await asyncio.sleep(0.1)
+        assert [p.status for p in payments] == [payment_pb2.PAYMENT_STATUS_REFUNDED], payments
+        await chaos.check()  # money conserved; Credit gave back nothing for the late payment
+        db = await cluster.db()
+        try:
+            account = await db.fetchrow(
+                "SELECT available, reserved, spent FROM credits.accounts WHERE customer_id = $1",
+                short,
+            )
+            rows = await db.fetch(
+                "SELECT payload FROM payments.outbox WHERE subject = 'payments.refunded'"
+            )
+        finally:
+            await db.close()
+        assert tuple(account) == (0, 0, 2_000)  # the second order's spend, nothing created
+        (refunded,) = [
+            event
+            for event in (payment_events.PaymentRefunded.FromString(r["payload"]) for r in rows)
+            if event.payment_id == late.payment.payment_id
+        ]
+        republished = new_event(
+            payment_events.PaymentRefunded,
+            **{
+                f.name: v
+                for f, v in refunded.ListFields()
+                if f.name not in ("event_id", "occurred_at")
+            },
+        )
+        never_made = new_event(  # a refund of the paid order that Payment never made
+            payment_events.PaymentRefunded,
+            refund_id=new_id(),
+            payment_id=new_id(),
+            order_id=second.order_id,
+            customer_id=short,
+            amount=usd(2_000),
+        )
+        await publish(nats_url, republished)
+        await publish(nats_url, never_made)
+        chaos.fault(2)
+        await chaos.check()
+        assert await _balances(chaos, short) == (0, 0, 2_000)
+
+
+async def _balances(chaos: Chaos, customer: str) -> tuple[int, int, int]:
+    db = await chaos.cluster.db()
+    try:
+        row = await db.fetchrow(
+            "SELECT available, reserved, spent FROM credits.accounts WHERE customer_id = $1",
+            customer,
+        )
+    finally:
+        await db.close()
+    return (row["available"], row["reserved"], row["spent"])

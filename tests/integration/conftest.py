@@ -50,3 +50,16 @@ async def payment_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     async with engine.begin() as conn:
         await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     await engine.dispose()
+
+
+@pytest.fixture
+async def credit_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A fresh schema per test with the core's tables and Credit's own."""
+    schema = f"c_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(database_url, schema, pool_size=5)
+    migrations = [*core_migrations(), *load_migrations("services.credit.migrations", "credit")]
+    await migrate(engine, schema, migrations)
+    yield engine
+    async with engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    await engine.dispose()

@@ -22,6 +22,8 @@ from tests.conftest import Infra
 
 pytestmark = pytest.mark.integration
 
+CUSTOMER = str(uuid.uuid4())
+
 
 async def counter(engine: AsyncEngine, name: str) -> int:
     async with engine.connect() as conn:
@@ -63,7 +65,9 @@ async def _publish_cancellations(infra: Infra, order_ids: list[str]) -> list[str
     js = nc.jetstream()
     event_ids = []
     for order_id in order_ids:
-        event = new_event(events_pb2.OrderCancelled, order_id=order_id, reason="test")
+        event = new_event(
+            events_pb2.OrderCancelled, order_id=order_id, customer_id=CUSTOMER, reason="test"
+        )
         env = envelope(event, "/shop/order")
         await js.publish(env.subject, env.payload, headers=env.headers)
         event_ids.append(event.event_id)
@@ -104,7 +108,9 @@ async def test_a_redelivered_or_duplicated_event_is_applied_once(
             raise RuntimeError("crash after the effect, before the commit")
 
     async with running_consumer(engine, infra, bump):
-        event = new_event(events_pb2.OrderCancelled, order_id=order_id, reason="test")
+        event = new_event(
+            events_pb2.OrderCancelled, order_id=order_id, customer_id=CUSTOMER, reason="test"
+        )
         env = envelope(event, "/shop/order")
         nc = await nats.connect(infra.nats_url)
         js = nc.jetstream()
@@ -140,7 +146,9 @@ async def test_garbage_on_a_subject_is_terminated_not_retried(
         nc = await nats.connect(infra.nats_url)
         js = nc.jetstream()
         await js.publish("orders.cancelled", b"\xff\x00 not protobuf")
-        good = new_event(events_pb2.OrderCancelled, order_id=str(uuid.uuid4()))
+        good = new_event(
+            events_pb2.OrderCancelled, order_id=str(uuid.uuid4()), customer_id=CUSTOMER
+        )
         env = envelope(good, "/shop/order")
         await js.publish(env.subject, env.payload, headers=env.headers)
         await nc.close()
@@ -246,7 +254,11 @@ async def test_two_consumers_batches_lock_in_one_order_and_never_deadlock(
 
     def batch(*order_ids: str) -> list[_Delivered]:
         return [
-            _Delivered(new_event(events_pb2.OrderCancelled, order_id=o, reason="test"))
+            _Delivered(
+                new_event(
+                    events_pb2.OrderCancelled, order_id=o, customer_id=CUSTOMER, reason="test"
+                )
+            )
             for o in order_ids
         ]
 

@@ -13,7 +13,7 @@ from services.credit.domain.reservation import Reservation, ReservationState
 
 _COLUMNS = (
     "reservation_id, customer_id, order_id, currency, amount, state, expires_at,"
-    " payment_id, release_reason, created_at, updated_at"
+    " payment_id, release_reason, refunded, created_at, updated_at"
 )
 
 
@@ -40,6 +40,7 @@ def _from_row(row: Record) -> StoredReservation:
             expires_at=r["expires_at"],
             payment_id=str(r["payment_id"] or ""),
             release_reason=r["release_reason"] or "",
+            refunded=r["refunded"],
         ),
         r["created_at"],
         r["updated_at"],
@@ -91,9 +92,11 @@ class ReservationRepository:
         await self.conn.execute(
             (
                 "UPDATE reservations SET state = :state, payment_id = :payment,"
-                " release_reason = :reason, updated_at = now() WHERE reservation_id = :id"
+                " release_reason = :reason, refunded = :refunded, updated_at = now()"
+                " WHERE reservation_id = :id"
             ),
             {
+                "refunded": reservation.refunded,
                 "id": reservation.reservation_id,
                 "state": reservation.state.value,
                 "payment": reservation.payment_id or None,
@@ -101,17 +104,30 @@ class ReservationRepository:
             },
         )
 
-    async def lock_expired(self, limit: int) -> list[Reservation]:
-        """Active holds past their expiry, locked; holds another sweeper has are skipped."""
+    async def overdue(self, limit: int) -> list[Reservation]:
+        """Active holds past their expiry, not locked: the sweeper locks each one after its
+        account (lock_if_overdue), in the one lock order of docs/design.md."""
         rows = await self.conn.fetch(
             (
                 f"SELECT {_COLUMNS} FROM reservations"
                 " WHERE state = 'ACTIVE' AND expires_at <= now()"
-                " ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED"
+                " ORDER BY expires_at LIMIT :limit"
             ),
             {"limit": limit},
         )
         return [_from_row(row).reservation for row in rows]
+
+    async def lock_if_overdue(self, reservation_id: str) -> Reservation | None:
+        """The hold, locked, if it is still active and overdue (another replica's sweep or a
+        capture may have moved it since `overdue` saw it)."""
+        row = await self.conn.fetchrow(
+            (
+                f"SELECT {_COLUMNS} FROM reservations WHERE reservation_id = :id"
+                " AND state = 'ACTIVE' AND expires_at <= now() FOR UPDATE"
+            ),
+            {"id": reservation_id},
+        )
+        return _from_row(row).reservation if row is not None else None
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
@@ -140,5 +156,82 @@ class ReservationRepository:
     async def order_was_cancelled(self, order_id: str) -> bool:
         row = await self.conn.fetchrow(
             "SELECT 1 FROM cancelled_orders WHERE order_id = :id", {"id": order_id}
+        )
+        return row is not None
+
+
+class RefundLedger:
+    """The refunds Credit applied (one row per refund id) and what it could not square."""
+
+    def __init__(self, conn: Sql) -> None:
+        self.conn = conn
+
+    async def applied(self, refund_id: str) -> bool:
+        row = await self.conn.fetchrow(
+            "SELECT 1 FROM applied_refunds WHERE refund_id = :id", {"id": refund_id}
+        )
+        return row is not None
+
+    async def record(
+        self,
+        refund_id: str,
+        payment_id: str,
+        order_id: str,
+        customer_id: str,
+        requested: Money,
+        given_back: Money,
+    ) -> None:
+        await self.conn.execute(
+            (
+                "INSERT INTO applied_refunds (refund_id, payment_id, order_id, customer_id,"
+                " currency, requested, given_back)"
+                " VALUES (:refund, :payment, :order, :customer, :currency, :requested, :given)"
+            ),
+            {
+                "refund": refund_id,
+                "payment": payment_id,
+                "order": order_id,
+                "customer": customer_id,
+                "currency": requested.currency,
+                "requested": requested.minor_units,
+                "given": given_back.minor_units,
+            },
+        )
+
+    async def note(
+        self,
+        kind: str,
+        *,
+        customer_id: str,
+        order_id: str,
+        payment_id: str,
+        amount: Money,
+        detail: str,
+        refund_id: str | None = None,
+    ) -> None:
+        """A discrepancy for people to reconcile (table `reconciliation`)."""
+        await self.conn.execute(
+            (
+                "INSERT INTO reconciliation (kind, customer_id, order_id, payment_id,"
+                " refund_id, currency, amount, detail)"
+                " VALUES (:kind, :customer, :order, :payment, :refund, :currency, :amount,"
+                " :detail)"
+            ),
+            {
+                "kind": kind,
+                "customer": customer_id,
+                "order": order_id,
+                "payment": payment_id,
+                "refund": refund_id,
+                "currency": amount.currency,
+                "amount": amount.minor_units,
+                "detail": detail[:1000],
+            },
+        )
+
+    async def late_capture_refused(self, payment_id: str) -> bool:
+        row = await self.conn.fetchrow(
+            ("SELECT 1 FROM reconciliation WHERE payment_id = :id AND kind = 'LATE_CAPTURE_SHORT'"),
+            {"id": payment_id},
         )
         return row is not None

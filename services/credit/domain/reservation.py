@@ -4,7 +4,8 @@
        ├────release───▶ RELEASED   (payment failed, order cancelled)
        └────expire────▶ EXPIRED    (outlived expires_at)
 
-Only ACTIVE moves; the other states are terminal. Pure rules, no I/O.
+Only ACTIVE moves; the other states are terminal (a CAPTURED hold still counts the refunds
+given back against it, never more than it captured). Pure rules, no I/O.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Reservation:
     expires_at: datetime
     payment_id: str = ""
     release_reason: str = ""
+    refunded: int = 0  # minor units given back by refunds of the capturing payment
 
     @property
     def is_active(self) -> bool:
@@ -83,3 +85,18 @@ class Reservation:
             raise ReservationNotActive(self.reservation_id, self.state, "captured late")
         self.state = ReservationState.CAPTURED
         self.payment_id = payment_id
+
+    def is_captured_by(self, payment_id: str) -> bool:
+        return self.state is ReservationState.CAPTURED and self.payment_id == payment_id
+
+    def give_back(self, requested: Money) -> Money:
+        """Take a refund of the capturing payment against this hold: what it gives back,
+        never more than the capture has left (nothing in another currency)."""
+        if (
+            self.state is not ReservationState.CAPTURED
+            or requested.currency != self.amount.currency
+        ):
+            return Money(self.amount.currency, 0)
+        given = max(0, min(requested.minor_units, self.amount.minor_units - self.refunded))
+        self.refunded += given
+        return Money(self.amount.currency, given)

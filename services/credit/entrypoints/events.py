@@ -18,8 +18,9 @@ from shop.payment.v1 import events_pb2 as payment_events
 log = logging.getLogger(__name__)
 
 
-# Every handler locks the customer's account (after the hold): batches lock accounts in
-# customer order, so credit-orders and credit-payments never deadlock on two accounts.
+# Every handler locks the customer's account first, then the order's hold (saga.py): batches
+# take accounts in customer order, so credit-orders, credit-payments and the sweeper never
+# deadlock, on two accounts or on an account and a hold.
 LOCK_ORDER = operator.attrgetter("customer_id")
 
 
@@ -69,9 +70,10 @@ class ExpirySweeper:
         self.batch = batch
 
     async def sweep_once(self) -> int:
+        """Expire one batch; returns how many overdue holds it found."""
         async with self.unit_of_work() as uow:
-            overdue = await ReservationRepository(uow.conn).lock_expired(self.batch)
-            # accounts in the order the consumers' batches take them
+            overdue = await ReservationRepository(uow.conn).overdue(self.batch)
+            # accounts in the order the consumers' batches take them, each before its hold
             for hold in sorted(overdue, key=LOCK_ORDER):
                 await saga.expire(uow, hold)
         return len(overdue)

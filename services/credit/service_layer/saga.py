@@ -1,9 +1,11 @@
 """Credit's part of the order-payment saga: reacting to order and payment events.
 
 Each handler runs inside the unit of work that also records the event in the inbox, so its
-effect happens once. Lock order everywhere: reservation row, then account row. Business
-outcomes (no credits, a late event) are answered with events or ignored with a log line;
-only transient failures raise (the message is then redelivered).
+effect happens once. Lock order everywhere, handlers, batches and the expiry sweeper alike:
+the customer's account row first, then the order's hold (batches take customers in order),
+so no two Credit transactions can deadlock. Business outcomes (no credits, a late event) are
+answered with events or ignored with a log line; an event that contradicts the books is
+poison (PoisonEvent); only transient failures raise otherwise (the message is redelivered).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import logging
 
 from services.common.errors import DomainError
 from services.common.events import new_event
+from services.common.inbox import PoisonEvent
 from services.common.money import Money
 from services.common.proto_mapping import money_to_proto, timestamp
 from services.common.uow import UnitOfWork
 from services.credit.adapters.repository import AccountRepository
-from services.credit.adapters.reservations import ReservationRepository
+from services.credit.adapters.reservations import RefundLedger, ReservationRepository
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import ReleaseReason, Reservation, ReservationState
 from shop.credit.v1 import events_pb2 as credit_events
@@ -79,32 +82,36 @@ def _reservation_failed(
 async def release_for_cancelled_order(uow: UnitOfWork, event: order_events.OrderCancelled) -> None:
     reservations = ReservationRepository(uow.conn)
     await reservations.mark_order_cancelled(event.order_id)
-    await _release(uow, event.order_id, ReleaseReason.ORDER_CANCELLED)
+    await _release(uow, event.customer_id, event.order_id, ReleaseReason.ORDER_CANCELLED)
 
 
 async def release_for_failed_payment(uow: UnitOfWork, event: payment_events.PaymentFailed) -> None:
-    await _release(uow, event.order_id, ReleaseReason.PAYMENT_FAILED)
+    await _release(uow, event.customer_id, event.order_id, ReleaseReason.PAYMENT_FAILED)
 
 
-async def _release(uow: UnitOfWork, order_id: str, reason: ReleaseReason) -> None:
-    hold = await ReservationRepository(uow.conn).for_order(order_id, for_update=True)
-    if hold is None or not hold.is_active:
+async def _release(uow: UnitOfWork, customer_id: str, order_id: str, reason: ReleaseReason) -> None:
+    account, hold = await _lock(uow, customer_id, order_id)
+    if account is None or hold is None or not hold.is_active:
         return  # nothing held (any more): a late or repeated request
     hold.release(reason)
-    await _give_back(uow, hold)
+    await _give_back(uow, account, hold)
 
 
-async def expire(uow: UnitOfWork, hold: Reservation) -> None:
-    """Release one locked, overdue hold (the sweeper's unit of work)."""
+async def expire(uow: UnitOfWork, overdue: Reservation) -> bool:
+    """Release one overdue hold (the sweeper's unit of work): its account is locked first,
+    then the hold, which is released only if it is still active. False if it moved."""
+    account = await _locked_account(AccountRepository(uow.conn), overdue.customer_id)
+    hold = await ReservationRepository(uow.conn).lock_if_overdue(overdue.reservation_id)
+    if hold is None:
+        return False  # captured, released or swept by another replica meanwhile
     hold.expire()
-    await _give_back(uow, hold)
+    await _give_back(uow, account, hold)
+    return True
 
 
-async def _give_back(uow: UnitOfWork, hold: Reservation) -> None:
-    accounts = AccountRepository(uow.conn)
-    account = await _locked_account(accounts, hold.customer_id)
+async def _give_back(uow: UnitOfWork, account: CreditAccount, hold: Reservation) -> None:
     account.release(hold.amount)
-    await accounts.save(account)
+    await AccountRepository(uow.conn).save(account)
     await ReservationRepository(uow.conn).save(hold)
     uow.emit(
         new_event(
@@ -120,17 +127,14 @@ async def _give_back(uow: UnitOfWork, hold: Reservation) -> None:
 
 
 async def capture_for_payment(uow: UnitOfWork, event: payment_events.PaymentSucceeded) -> None:
-    reservations = ReservationRepository(uow.conn)
-    hold = await reservations.for_order(event.order_id, for_update=True)
-    if hold is None:
+    account, hold = await _lock(uow, event.customer_id, event.order_id)
+    if account is None or hold is None:
         log.error(
             "payment %s succeeded for order %s, which has no hold", event.payment_id, event.order_id
         )
         return
     if hold.state is ReservationState.CAPTURED:
         return
-    accounts = AccountRepository(uow.conn)
-    account = await _locked_account(accounts, hold.customer_id)
     if hold.is_active:
         hold.capture(event.payment_id)
         account.capture(hold.amount)
@@ -140,19 +144,31 @@ async def capture_for_payment(uow: UnitOfWork, event: payment_events.PaymentSucc
         try:
             account.reserve(hold.amount)
         except DomainError as refused:
+            # The released credits are held or spent by other orders: nothing is taken. The
+            # order stays cancelled, so Payment refunds this payment at the gateway, and
+            # that refund then gives nothing back here either (see `refund`).
             log.error(
                 "payment %s succeeded after hold %s was %s and credits are short (%s);"
-                " needs reconciliation",
+                " nothing captured, noted for reconciliation",
                 event.payment_id,
                 hold.reservation_id,
                 hold.state.value,
                 refused.reason,
+                extra={"order_id": hold.order_id, "payment_id": event.payment_id},
+            )
+            await RefundLedger(uow.conn).note(
+                "LATE_CAPTURE_SHORT",
+                customer_id=hold.customer_id,
+                order_id=hold.order_id,
+                payment_id=event.payment_id,
+                amount=hold.amount,
+                detail=f"hold {hold.state.value}; {refused.reason}",
             )
             return
         account.capture(hold.amount)
         hold.capture_after_release(event.payment_id)
-    await accounts.save(account)
-    await reservations.save(hold)
+    await AccountRepository(uow.conn).save(account)
+    await ReservationRepository(uow.conn).save(hold)
     uow.emit(
         new_event(
             credit_events.CreditsCaptured,
@@ -165,16 +181,71 @@ async def capture_for_payment(uow: UnitOfWork, event: payment_events.PaymentSucc
     )
 
 
+class CaptureNotYetApplied(Exception):
+    """A refund arrived before its payment's capture was applied here (the capture failed
+    for a moment and waits for redelivery): the refund waits too."""
+
+
 async def refund(uow: UnitOfWork, event: payment_events.PaymentRefunded) -> None:
-    amount = Money(event.amount.currency_code, event.amount.minor_units)
-    accounts = AccountRepository(uow.conn)
-    account = await _locked_account(accounts, event.customer_id)
-    try:
-        account.refund(amount)
-    except DomainError as refused:
-        log.error("cannot give back refund %s (%s): %s", event.refund_id, amount, refused)
+    """Give credits back for a refund: only against the hold that this payment captured,
+    never more than that hold captured, once per refund id. A refund of a payment that
+    captured nothing here gives nothing back and is noted for reconciliation."""
+    requested = Money(event.amount.currency_code, event.amount.minor_units)
+    account, hold = await _lock(uow, event.customer_id, event.order_id)
+    ledger = RefundLedger(uow.conn)
+    if await ledger.applied(event.refund_id):
+        log.info("refund %s was applied before (a republished event)", event.refund_id)
         return
-    await accounts.save(account)
+    if hold is not None and hold.is_captured_by(event.payment_id):
+        given = hold.give_back(requested)
+        kind = "REFUND_OVER_CAPTURE"
+    elif hold is None or hold.state is ReservationState.CAPTURED:
+        given = Money(requested.currency, 0)  # no hold, or captured by another payment
+        kind = "REFUND_NOT_CAPTURED"
+    elif await ledger.late_capture_refused(event.payment_id):
+        given = Money(requested.currency, 0)  # the payment won too late to take anything
+        kind = "REFUND_NOT_CAPTURED"
+    else:
+        raise CaptureNotYetApplied(
+            f"refund {event.refund_id}: payment {event.payment_id}'s capture is not applied yet"
+        )
+    await ledger.record(
+        event.refund_id,
+        event.payment_id,
+        event.order_id,
+        event.customer_id,
+        requested,
+        given,
+    )
+    if given != requested:
+        log.error(
+            "refund %s of payment %s asks %s, %s given back (%s); noted for reconciliation",
+            event.refund_id,
+            event.payment_id,
+            requested,
+            given,
+            kind,
+            extra={"order_id": event.order_id, "payment_id": event.payment_id},
+        )
+        await ledger.note(
+            kind,
+            customer_id=event.customer_id,
+            order_id=event.order_id,
+            payment_id=event.payment_id,
+            refund_id=event.refund_id,
+            amount=requested,
+            detail=f"given back {given.minor_units} of {requested.minor_units}",
+        )
+    if not given.is_positive:
+        return
+    assert account is not None  # a captured hold has its account
+    assert hold is not None
+    try:
+        account.refund(given)
+    except DomainError as refused:  # the books disagree with the hold: people must look
+        raise PoisonEvent(f"refund {event.refund_id} cannot be given back: {refused}") from None
+    await AccountRepository(uow.conn).save(account)
+    await ReservationRepository(uow.conn).save(hold)
     uow.emit(
         new_event(
             credit_events.CreditsRefunded,
@@ -182,13 +253,24 @@ async def refund(uow: UnitOfWork, event: payment_events.PaymentRefunded) -> None
             order_id=event.order_id,
             payment_id=event.payment_id,
             refund_id=event.refund_id,
-            amount=event.amount,
+            amount=money_to_proto(given),
         )
     )
 
 
+async def _lock(
+    uow: UnitOfWork, customer_id: str, order_id: str
+) -> tuple[CreditAccount | None, Reservation | None]:
+    """Lock the customer's account, then the order's hold: Credit's one lock order."""
+    stored = await AccountRepository(uow.conn).get(customer_id, for_update=True)
+    hold = await ReservationRepository(uow.conn).for_order(order_id, for_update=True)
+    if hold is not None and (stored is None or hold.customer_id != customer_id):
+        raise PoisonEvent(f"order {order_id}'s hold belongs to another customer than {customer_id}")
+    return (stored.account if stored is not None else None), hold
+
+
 async def _locked_account(accounts: AccountRepository, customer_id: str) -> CreditAccount:
     stored = await accounts.get(customer_id, for_update=True)
-    if stored is None:  # a hold or a capture implies the account exists
-        raise LookupError(f"credit account {customer_id} is missing")
+    if stored is None:  # a hold implies the account exists
+        raise PoisonEvent(f"credit account {customer_id} is missing")
     return stored.account
