@@ -14,13 +14,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from services.common.events import STREAMS
+from services.common.retention import DUPLICATE_WINDOW_SECONDS, Retention
 from services.common.security_settings import NatsSecurity, redact_url, redact_urls
 
 log = logging.getLogger(__name__)
-
-# Publishes retried within this window are dropped by JetStream (Nats-Msg-Id); the inbox
-# covers anything later.
-DUPLICATE_WINDOW_SECONDS = 600.0
 
 
 class Messaging:
@@ -28,12 +25,18 @@ class Messaging:
     keeps events while NATS is away and `ready` is set once streams exist."""
 
     def __init__(
-        self, url: str, name: str, security: NatsSecurity | None = None, replicas: int = 1
+        self,
+        url: str,
+        name: str,
+        security: NatsSecurity | None = None,
+        replicas: int = 1,
+        retention: Retention | None = None,
     ) -> None:
         self.url = url
         self.name = name
         self.security = security or NatsSecurity()
         self.replicas = replicas
+        self.retention = retention or Retention()
         self.ready = asyncio.Event()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -79,7 +82,7 @@ class Messaging:
         self._js = self._nc.jetstream(timeout=5)
         while True:
             try:
-                await ensure_streams(self._js, self.replicas)
+                await ensure_streams(self._js, self.replicas, self.retention)
                 break
             except Exception as error:
                 log.warning("cannot create JetStream streams yet (%s); retrying", error)
@@ -127,15 +130,22 @@ class Messaging:
         log.info("reconnected to NATS")
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_streams(
+    js: JetStreamContext, replicas: int = 1, retention: Retention | None = None
+) -> None:
     """Create or update the three streams; safe to run from every replica at every start.
-    `replicas` copies of each (JETSTREAM_REPLICAS); durable consumers follow the stream."""
+    `replicas` copies of each (JETSTREAM_REPLICAS); durable consumers follow the stream.
+    Events older than STREAM_MAX_AGE_SECONDS (or beyond STREAM_MAX_BYTES, the oldest first)
+    are dropped; the update applies changed limits to streams that already exist."""
+    retention = retention or Retention()
     for name, subject in STREAMS.items():
         config = StreamConfig(
             name=name,
             subjects=[subject],
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            max_age=float(retention.stream_max_age_seconds),
+            max_bytes=retention.stream_max_bytes,
             num_replicas=replicas,
         )
         try:

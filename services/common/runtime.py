@@ -24,6 +24,7 @@ from services.common.jetstream import Messaging
 from services.common.logs import configure_logging
 from services.common.migrator import Migration, core_migrations, migrate
 from services.common.outbox import OutboxRelay
+from services.common.retention import Pruner, PruneRule, core_rules
 from services.common.security import AuthorizationInterceptor, server_credentials
 from services.common.settings import CoreSettings, SettingsError
 from services.common.uow import UnitOfWork
@@ -58,6 +59,8 @@ class Wiring:
     service_names: Sequence[str]
     consumers: Sequence[Consumer] = ()
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # The service's own tables to prune, besides the shared outbox, inbox and request ids.
+    prune: Sequence[PruneRule] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         name=f"shop-{settings.service}",
         security=settings.nats_security,
         replicas=settings.nats_stream_replicas,
+        retention=settings.retention,
     )
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -112,6 +116,7 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         jobs: list[Coroutine[Any, Any, None]] = [messaging.connect(), relay.run()]
         jobs += [consumer.run() for consumer in wiring.consumers]
         jobs += [job() for job in wiring.background]
+        jobs.append(Pruner(engine, [*core_rules(settings.retention), *wiring.prune]).run())
         tasks = [asyncio.create_task(job) for job in jobs]
         for task in tasks:
             task.add_done_callback(_log_crash)

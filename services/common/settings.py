@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from services.common import eventloop
+from services.common.retention import Retention
 from services.common.security_settings import AuthzPolicy, GrpcTls, NatsSecurity, redact_url
 
 
@@ -121,6 +122,8 @@ class CoreSettings:
     grpc_tls: GrpcTls | None = None
     authz: AuthzPolicy | None = None
     nats_security: NatsSecurity = field(default_factory=NatsSecurity)
+    # How long streams, outbox, inbox and request ids keep things (services/common/retention.py)
+    retention: Retention = field(default_factory=Retention)
 
     @classmethod
     def read(cls, env: Env, service: str, default_port: int) -> CoreSettings:
@@ -145,4 +148,5 @@ class CoreSettings:
             grpc_tls=grpc_tls,
             authz=AuthzPolicy.read(env, grpc_tls),
             nats_security=NatsSecurity.read(env),
+            retention=Retention.read(env),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.common.migrator import load_migrations
+from services.common.retention import PruneRule, Retention
 from services.common.runtime import Runtime, ServiceSpec, Wiring, main
 from services.credit.config import CreditSettings
 from services.credit.entrypoints.events import ExpirySweeper, consumers
@@ -11,6 +12,12 @@ from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
 
 SCHEMA = "credits"
 SERVICE_NAME = credit_service_pb2.DESCRIPTOR.services_by_name["CreditService"].full_name
+
+
+def prune_rules(retention: Retention) -> list[PruneRule]:
+    """A cancel noted before its orders.created must outlast that event's redeliveries and
+    replays: as long as the inbox, which outlasts the stream."""
+    return [PruneRule("cancelled_orders", "cancelled_at", retention.inbox_seconds)]
 
 
 def build_spec(settings: CreditSettings) -> ServiceSpec:
@@ -28,6 +35,7 @@ def build_spec(settings: CreditSettings) -> ServiceSpec:
                 runtime.unit_of_work, runtime.messaging, settings.reservation_ttl_seconds
             ),
             background=[sweeper.run],
+            prune=prune_rules(settings.core.retention),
         )
 
     return ServiceSpec(SCHEMA, load_migrations("services.credit.migrations", "credit"), wire)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.common.grpc_client import create_channel
 from services.common.migrator import load_migrations
+from services.common.retention import PruneRule, Retention
 from services.common.runtime import Runtime, ServiceSpec, Wiring, main
 from services.common.security import channel_credentials
 from services.payment.adapters.dependencies import GrpcHolds, GrpcOrders
@@ -26,6 +27,12 @@ CREDIT_SERVICE = credit_service_pb2.DESCRIPTOR.services_by_name["CreditService"]
 # settle); it leaves room for the gateway's latency and retries.
 STALE_AFTER_SECONDS = 10.0
 RECOVERY_INTERVAL_SECONDS = 5.0
+
+
+def prune_rules(retention: Retention) -> list[PruneRule]:
+    """Cancelled orders the compensation job has resolved, as long as the inbox keeps their
+    events; open ones (resolved_at NULL) stay until resolved."""
+    return [PruneRule("cancelled_orders", "resolved_at", retention.inbox_seconds)]
 
 
 def build_spec(settings: PaymentSettings) -> ServiceSpec:
@@ -51,6 +58,7 @@ def build_spec(settings: PaymentSettings) -> ServiceSpec:
             service_names=[SERVICE_NAME],
             consumers=consumers(runtime.unit_of_work, runtime.messaging),
             background=[settler.run],
+            prune=prune_rules(settings.core.retention),
         )
 
     return ServiceSpec(SCHEMA, load_migrations("services.payment.migrations", "payment"), wire)

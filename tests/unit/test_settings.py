@@ -39,3 +39,43 @@ def test_stream_replicas_default_to_one_and_are_bounded() -> None:
     for bad in ("0", "6", "three"):
         with pytest.raises(SettingsError, match="JETSTREAM_REPLICAS"):
             CreditSettings.from_env({**base, "JETSTREAM_REPLICAS": bad})
+
+
+def test_retention_defaults_keep_a_week_of_events_and_a_day_of_sent_outbox_rows() -> None:
+    retention = CreditSettings.from_env({"DATABASE_URL": "postgresql://db/x"}).core.retention
+    week = 7 * 24 * 3600
+    assert retention.stream_max_age_seconds == week
+    assert retention.stream_max_bytes == -1  # unlimited: the age bounds the streams
+    assert retention.outbox_seconds == 24 * 3600
+    assert retention.inbox_seconds == week
+    assert retention.idempotency_seconds == week
+
+
+def test_an_inbox_kept_shorter_than_the_streams_is_refused() -> None:
+    """An event still in the stream but no longer in the inbox would be applied twice on
+    a redelivery or a replay."""
+    base = {"DATABASE_URL": "postgresql://db/x"}
+    shorter = r"INBOX_RETENTION_SECONDS \(\d+\) must be at least STREAM_MAX_AGE_SECONDS"
+    with pytest.raises(SettingsError, match=shorter):
+        CreditSettings.from_env({**base, "INBOX_RETENTION_SECONDS": "86400"})
+    with pytest.raises(SettingsError, match=shorter):
+        PaymentSettings.from_env({**base, "STREAM_MAX_AGE_SECONDS": str(30 * 24 * 3600)})
+    longer = CreditSettings.from_env(
+        {**base, "STREAM_MAX_AGE_SECONDS": "86400", "INBOX_RETENTION_SECONDS": "86400"}
+    )
+    assert longer.core.retention.inbox_seconds == longer.core.retention.stream_max_age_seconds
+
+
+def test_streams_keep_at_least_the_duplicate_window_and_a_sane_size() -> None:
+    base = {"DATABASE_URL": "postgresql://db/x"}
+    for name, bad in (
+        ("STREAM_MAX_AGE_SECONDS", "60"),  # shorter than the 10-minute duplicate window
+        ("STREAM_MAX_BYTES", "0"),
+        ("STREAM_MAX_BYTES", "4096"),
+        ("OUTBOX_RETENTION_SECONDS", "-1"),
+        ("IDEMPOTENCY_RETENTION_SECONDS", "week"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            CreditSettings.from_env({**base, name: bad})
+    sized = CreditSettings.from_env({**base, "STREAM_MAX_BYTES": str(2**34)})
+    assert sized.core.retention.stream_max_bytes == 2**34
