@@ -32,7 +32,13 @@ from services.payment import bootstrap as payment
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.order.v1 import events_pb2
 from tests.conftest import Infra
-from tests.integration.test_inbox import _bump, _wait_until_counted, counter, running_consumer
+from tests.integration.test_inbox import (
+    CUSTOMER,
+    _bump,
+    _wait_until_counted,
+    counter,
+    running_consumer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +133,9 @@ async def test_an_event_inside_the_inbox_window_is_still_deduplicated_after_a_pr
     engine: AsyncEngine, infra: Infra
 ) -> None:
     order_id, marker = str(uuid.uuid4()), str(uuid.uuid4())
-    event = new_event(events_pb2.OrderCancelled, order_id=order_id, reason="test")
+    event = new_event(
+        events_pb2.OrderCancelled, order_id=order_id, customer_id=CUSTOMER, reason="test"
+    )
     env = envelope(event, "/shop/order")
     async with running_consumer(engine, infra, _bump):
         nc = await nats.connect(infra.nats_url)
@@ -151,7 +159,10 @@ async def test_an_event_inside_the_inbox_window_is_still_deduplicated_after_a_pr
         await js.publish(
             env.subject, env.payload, headers={**env.headers, "Nats-Msg-Id": str(uuid.uuid4())}
         )
-        after = envelope(new_event(events_pb2.OrderCancelled, order_id=marker), "/shop/order")
+        after = envelope(
+            new_event(events_pb2.OrderCancelled, order_id=marker, customer_id=CUSTOMER),
+            "/shop/order",
+        )
         await js.publish(after.subject, after.payload, headers=after.headers)
         await nc.close()
         await _wait_until_counted(engine, [marker], 15)
