@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -126,6 +127,9 @@ def test_smoke_falls_back_to_a_grpcurl_on_path(tmp_path: Path) -> None:
     assert f"grpcurl: {on_path / 'grpcurl'}" in result.stdout
 
 
+@pytest.mark.skipif(
+    shutil.which("grpcurl", path="/usr/bin:/bin") is not None, reason="a system grpcurl exists"
+)
 def test_smoke_says_what_to_install_when_no_grpcurl_runs(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     venv.mkdir()
