@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import nats
@@ -25,15 +26,22 @@ DUPLICATE_WINDOW_SECONDS = 600.0
 
 class Messaging:
     """Owns the NATS connection. Connecting never blocks the service's start: the outbox
-    keeps events while NATS is away and `ready` is set once streams exist."""
+    keeps events while NATS is away and `ready` is set once `streams` exist (a service's
+    own stream; every stream by default, for tools and tests that own all of them)."""
 
     def __init__(
-        self, url: str, name: str, security: NatsSecurity | None = None, replicas: int = 1
+        self,
+        url: str,
+        name: str,
+        security: NatsSecurity | None = None,
+        replicas: int = 1,
+        streams: Collection[str] | None = None,
     ) -> None:
         self.url = url
         self.name = name
         self.security = security or NatsSecurity()
         self.replicas = replicas
+        self.streams = tuple(STREAMS if streams is None else streams)
         self.ready = asyncio.Event()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -79,7 +87,7 @@ class Messaging:
         self._js = self._nc.jetstream(timeout=5)
         while True:
             try:
-                await ensure_streams(self._js, self.replicas)
+                await ensure_streams(self._js, self.replicas, self.streams)
                 break
             except Exception as error:
                 log.warning("cannot create JetStream streams yet (%s); retrying", error)
@@ -127,13 +135,16 @@ class Messaging:
         log.info("reconnected to NATS")
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create or update the three streams; safe to run from every replica at every start.
-    `replicas` copies of each (JETSTREAM_REPLICAS); durable consumers follow the stream."""
-    for name, subject in STREAMS.items():
+async def ensure_streams(
+    js: JetStreamContext, replicas: int = 1, names: Collection[str] | None = None
+) -> None:
+    """Create or update the streams `names` (default: all three); safe to run from every
+    replica at every start. `replicas` copies of each (JETSTREAM_REPLICAS); durable
+    consumers follow the stream."""
+    for name in STREAMS if names is None else names:
         config = StreamConfig(
             name=name,
-            subjects=[subject],
+            subjects=[STREAMS[name]],
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             num_replicas=replicas,
