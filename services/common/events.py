@@ -24,6 +24,9 @@ EVENT_MODULES: tuple[ModuleType, ...] = (order_events, credit_events, payment_ev
 
 # One stream per owning service; file storage, see jetstream.ensure_streams.
 STREAMS: dict[str, str] = {"ORDERS": "orders.>", "CREDITS": "credits.>", "PAYMENTS": "payments.>"}
+# The stream each service publishes to, and the only one it creates and updates (its NATS
+# user may touch no other: deploy/k8s/base/nats-auth.conf). Consumers wait for the others.
+OWN_STREAM: dict[str, str] = {"order": "ORDERS", "credit": "CREDITS", "payment": "PAYMENTS"}
 
 CONTENT_TYPE = "application/protobuf"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import nats
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 
 class Messaging:
     """Owns the NATS connection. Connecting never blocks the service's start: the outbox
-    keeps events while NATS is away and `ready` is set once streams exist."""
+    keeps events while NATS is away and `ready` is set once `streams` exist (a service's
+    own stream; every stream by default, for tools and tests that own all of them)."""
 
     def __init__(
         self,
@@ -31,12 +33,14 @@ class Messaging:
         security: NatsSecurity | None = None,
         replicas: int = 1,
         retention: Retention | None = None,
+        streams: Collection[str] | None = None,
     ) -> None:
         self.url = url
         self.name = name
         self.security = security or NatsSecurity()
         self.replicas = replicas
         self.retention = retention or Retention()
+        self.streams = tuple(STREAMS if streams is None else streams)
         self.ready = asyncio.Event()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -82,7 +86,7 @@ class Messaging:
         self._js = self._nc.jetstream(timeout=5)
         while True:
             try:
-                await ensure_streams(self._js, self.replicas, self.retention)
+                await ensure_streams(self._js, self.replicas, self.streams, self.retention)
                 break
             except Exception as error:
                 log.warning("cannot create JetStream streams yet (%s); retrying", error)
@@ -131,17 +135,21 @@ class Messaging:
 
 
 async def ensure_streams(
-    js: JetStreamContext, replicas: int = 1, retention: Retention | None = None
+    js: JetStreamContext,
+    replicas: int = 1,
+    names: Collection[str] | None = None,
+    retention: Retention | None = None,
 ) -> None:
-    """Create or update the three streams; safe to run from every replica at every start.
-    `replicas` copies of each (JETSTREAM_REPLICAS); durable consumers follow the stream.
-    Events older than STREAM_MAX_AGE_SECONDS (or beyond STREAM_MAX_BYTES, the oldest first)
-    are dropped; the update applies changed limits to streams that already exist."""
+    """Create or update the streams `names` (default: all three); safe to run from every
+    replica at every start. `replicas` copies of each (JETSTREAM_REPLICAS); durable
+    consumers follow the stream. Events older than STREAM_MAX_AGE_SECONDS (or beyond
+    STREAM_MAX_BYTES, the oldest first) are dropped; the update applies changed limits to
+    streams that already exist."""
     retention = retention or Retention()
-    for name, subject in STREAMS.items():
+    for name in STREAMS if names is None else names:
         config = StreamConfig(
             name=name,
-            subjects=[subject],
+            subjects=[STREAMS[name]],
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             max_age=float(retention.stream_max_age_seconds),

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import eventloop
 from services.common.db import create_engine, is_connection_error
+from services.common.events import OWN_STREAM
 from services.common.grpc_server import GrpcServer, create_server
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
@@ -108,6 +109,8 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         security=settings.nats_security,
         replicas=settings.nats_stream_replicas,
         retention=settings.retention,
+        # Only its own: its NATS user may create no other (the consumers wait for theirs).
+        streams=[OWN_STREAM[settings.service]],
     )
     tasks: list[asyncio.Task[None]] = []
     server: GrpcServer | None = None

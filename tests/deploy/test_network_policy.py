@@ -25,7 +25,9 @@ PORTS = [
     ("TCP", 53),
     ("TCP", 443),
 ]
-DATABASE_IP = "192.0.2.10"  # inside the production overlay's documented placeholder range
+DATABASE_IP = "192.0.2.10"
+# The client namespace of the manifests (base default; production names it explicitly).
+CLIENT_NAMESPACE = "shop-clients"  # inside the production overlay's documented placeholder range
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,10 @@ def endpoints(rendered: Rendered) -> list[Endpoint]:
         labels = obj["spec"]["template"]["metadata"]["labels"]
         found.append(Endpoint(labels["app.kubernetes.io/name"], NAMESPACE, dict(labels)))
     found += [
-        Endpoint("client", "storefront", {"shop-mesh/client": "true"}),
+        Endpoint("client", CLIENT_NAMESPACE, {"shop-mesh/client": "true"}),
         Endpoint("client-in-shop", NAMESPACE, {"shop-mesh/client": "true"}),
+        # a pod that calls itself a client from any other namespace is a stranger
+        Endpoint("client-elsewhere", "storefront", {"shop-mesh/client": "true"}),
         Endpoint("stranger", "other", {"app": "stranger"}),
         Endpoint("stranger-in-shop", NAMESPACE, {"app": "stranger"}),
         Endpoint("dns", "kube-system", {"k8s-app": "kube-dns"}),
@@ -143,7 +147,8 @@ def allowed_paths(rendered: Rendered) -> set[tuple[str, str, str, int]]:
 def expected_paths(rendered: Rendered) -> set[tuple[str, str, str, int]]:
     ports = {"order": 50051, "credit": 50052, "payment": 50053}
     expected: set[tuple[str, str, str, int]] = set()
-    for client in ("client", "client-in-shop"):  # clients -> the three services
+    # clients in the client namespace or in ours -> the three services; none from elsewhere
+    for client in ("client", "client-in-shop"):
         expected |= {(client, service, "TCP", ports[service]) for service in SERVICES}
     expected |= {("payment", "order", "TCP", 50051), ("payment", "credit", "TCP", 50052)}
     for service in SERVICES:  # every service -> NATS and PostgreSQL
@@ -168,3 +173,12 @@ def test_network_policies_allow_exactly_the_listed_paths(rendered: Rendered) -> 
 def test_the_namespace_denies_by_default(rendered: Rendered) -> None:
     deny = rendered.get("NetworkPolicy", "default-deny")["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_client_access_is_pinned_to_the_client_namespace(rendered: Rendered) -> None:
+    """No policy admits pods from every namespace (`namespaceSelector: {}`)."""
+    for policy in rendered.of_kind("NetworkPolicy"):
+        for rule in policy["spec"].get("ingress", []) + policy["spec"].get("egress", []):
+            for peer in rule.get("from", []) + rule.get("to", []):
+                if "namespaceSelector" in peer:
+                    assert peer["namespaceSelector"].get("matchLabels"), policy["metadata"]["name"]

@@ -3,7 +3,11 @@ migration Job, over every overlay's rendered output."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,10 +16,27 @@ import pytest
 from services.common.security_settings import SECURITY_VARIABLES
 from tests.deploy.manifests import Obj, Rendered, label_selector_matches, quantity, selects
 from tests.deploy.services_spec import SERVICES
+from tests.security.certs import make_pki
 
 PLACEHOLDER_DATABASE_URL = "postgresql://user:secret@db.example.internal:5432/shop"
 IMAGE_USER = 10001  # the Dockerfile's USER (tests/deploy/test_dockerfile.py checks it)
 DOCKER_ENTRYPOINT = "/opt/venv/bin/shop-entrypoint"  # the Dockerfile's ENTRYPOINT
+# Where the production overlay mounts a service's certificate Secret (cert-manager's keys
+# tls.crt, tls.key, ca.crt; tests/deploy/test_trust_boundaries.py checks the mount).
+TLS_DIR = "/etc/shop/tls/"
+PROBE_MODULE = "services.common.probe"
+
+
+@functools.cache
+def stand_in_tls(service: str) -> dict[str, str]:
+    """Throwaway files standing in for the mounted Secret of `service`, so that the settings
+    code validates the TLS variables as it would in the pod (the files must exist, be PEM,
+    the key must match the certificate)."""
+    folder = tempfile.TemporaryDirectory(prefix="stand-in-tls-")
+    atexit.register(folder.cleanup)
+    pki = make_pki(Path(folder.name))
+    issued = pki.service(service)
+    return {"tls.crt": str(issued.cert), "tls.key": str(issued.key), "ca.crt": str(pki.ca.cert)}
 
 
 def deployment(rendered: Rendered, name: str) -> Obj:
@@ -36,7 +57,10 @@ def resolved_env(rendered: Rendered, c: Obj) -> dict[str, str]:
         name = item["name"]
         assert name not in env, f"{name} is set twice"
         if "value" in item:
-            env[name] = str(item["value"])
+            literal = str(item["value"])
+            if literal.startswith(TLS_DIR):  # a file of the mounted certificate Secret
+                literal = stand_in_tls(c["name"])[literal.removeprefix(TLS_DIR)]
+            env[name] = literal
             continue
         source = item["valueFrom"]
         if "configMapKeyRef" in source:
@@ -143,14 +167,26 @@ def grpc_port(rendered: Rendered, service: str) -> int:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_probes_are_native_grpc_on_the_service_name_and_port(
+def test_probes_check_grpc_health_of_the_service_name_and_port(
     rendered: Rendered, service: str
 ) -> None:
+    """Native grpc probes on plaintext; with TLS (production) an exec probe of the same
+    health check over mutual TLS, verifying the server by one of its certificate's names."""
     c = container(deployment(rendered, service)["spec"]["template"]["spec"], service)
     port = grpc_port(rendered, service)
+    tls = "GRPC_TLS_CERT" in resolved_env(rendered, c)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert set(c[probe]) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, probe
-        assert c[probe]["grpc"] == {"port": port, "service": SERVICES[service].grpc_service}
+        kinds = set(c[probe]) & {"grpc", "httpGet", "tcpSocket", "exec"}
+        if not tls:
+            assert kinds == {"grpc"}, probe
+            assert c[probe]["grpc"] == {"port": port, "service": SERVICES[service].grpc_service}
+            continue
+        assert kinds == {"exec"}, probe
+        python, flag, module, *args = c[probe]["exec"]["command"]
+        assert (python, flag, module) == ("/opt/venv/bin/python", "-m", PROBE_MODULE), probe
+        assert args[:2] == [str(port), SERVICES[service].grpc_service], probe
+        assert args[2] == service, "the server name: a DNS name of the service's certificate"
+        assert c[probe]["timeoutSeconds"] >= 3, "a Python start needs more than the 1 s default"
 
 
 @pytest.mark.parametrize("service", SERVICES)

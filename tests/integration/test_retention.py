@@ -308,7 +308,7 @@ async def test_streams_carry_the_age_and_size_limits_even_when_they_already_exis
             )
         )
         retention = Retention(stream_max_age_seconds=3 * DAY, stream_max_bytes=2**30)
-        await ensure_streams(js, 1, retention)
+        await ensure_streams(js, 1, retention=retention)
         for name in STREAMS:
             config = (await js.stream_info(name)).config
             assert config.max_age == 3 * DAY, name
@@ -317,7 +317,7 @@ async def test_streams_carry_the_age_and_size_limits_even_when_they_already_exis
             assert config.duplicate_window == DUPLICATE_WINDOW_SECONDS
             assert config.duplicate_window <= retention.inbox_seconds
 
-        await ensure_streams(js, 1, DEFAULTS)  # the defaults, on an existing deployment
+        await ensure_streams(js, 1, retention=DEFAULTS)  # the defaults, on an existing deployment
         config = (await js.stream_info("ORDERS")).config
         assert config.max_age == 7 * DAY
         assert config.max_bytes == -1

@@ -1,7 +1,9 @@
 """The whole mesh locked down, end to end: the three services as separate processes with
 mutual TLS on every gRPC server and on Payment's channels to Order and Credit, the
-authorization policy of docs/security.md, NATS that requires a password and a DATABASE_URL
-that carries one. A full saga runs; strangers are refused; no secret reaches a log."""
+authorization policy of docs/security.md, NATS run with the manifests' configuration (a user
+and password per service, each with only its own permissions: deploy/k8s/base/nats-auth.conf)
+and a DATABASE_URL that carries a password. A full saga runs; strangers are refused; no
+secret reaches a log."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from tests.conftest import Infra
 from tests.e2e.conftest import GRPCURL, rich_status
 from tests.e2e.shop import Shop, new_id, usd
 from tests.security.certs import Issued, Pki
-from tests.security.nats_auth import NATS_PASSWORD, NATS_USER, start_password_nats
+from tests.security.nats_auth import service_passwords, start_deployed_nats
 
 pytestmark = pytest.mark.e2e
 
@@ -59,11 +61,16 @@ def credentials(pki: Pki, who: Issued | None) -> grpc.ChannelCredentials:
 
 
 @pytest.fixture(scope="module")
+def nats_passwords() -> dict[str, str]:
+    return service_passwords()
+
+
+@pytest.fixture(scope="module")
 def secure_mesh(
-    infra: Infra, pki: Pki, tmp_path_factory: pytest.TempPathFactory
+    infra: Infra, pki: Pki, tmp_path_factory: pytest.TempPathFactory, nats_passwords: dict[str, str]
 ) -> Iterator[tuple[LocalMesh, str]]:
     root = tmp_path_factory.mktemp("secure-mesh")
-    nats = start_password_nats(root / "nats")
+    nats = start_deployed_nats(root / "nats", nats_passwords)
     database_url, db_password = with_password(asyncio.run(infra.create_database("secure")))
     mesh = LocalMesh(
         data_dir=root,
@@ -73,8 +80,6 @@ def secure_mesh(
         extra_env={
             "GRPC_TLS_CA": str(pki.ca.cert),
             "GRPC_TLS_CLIENT_AUTH": "require",
-            "NATS_USER": NATS_USER,
-            "NATS_PASSWORD": NATS_PASSWORD,
             "LOG_LEVEL": "DEBUG",  # the most talkative the services get
         },
         service_env_overrides={
@@ -82,6 +87,8 @@ def secure_mesh(
                 "GRPC_TLS_CERT": str(pki.service(name).cert),
                 "GRPC_TLS_KEY": str(pki.service(name).key),
                 "GRPC_AUTHZ_RULES": POLICIES[name],
+                "NATS_USER": name,
+                "NATS_PASSWORD": nats_passwords[name],
             }
             for name in POLICIES
         },
@@ -243,7 +250,9 @@ def test_grpcurl_with_a_client_certificate(
     assert expected in output, output
 
 
-def test_no_secret_reaches_the_logs(secure_mesh: tuple[LocalMesh, str]) -> None:
+def test_no_secret_reaches_the_logs(
+    secure_mesh: tuple[LocalMesh, str], nats_passwords: dict[str, str]
+) -> None:
     """Runs after the saga above (same module): every line the three services wrote."""
     mesh, db_password = secure_mesh
     for name, service in mesh.services.items():
@@ -253,5 +262,9 @@ def test_no_secret_reaches_the_logs(secure_mesh: tuple[LocalMesh, str]) -> None:
             time.sleep(0.2)
         assert "SERVING" in text, name
         assert db_password not in text, name
-        assert NATS_PASSWORD not in text, name
+        for password in nats_passwords.values():
+            assert password not in text, name
+        # Under its own NATS user the service did all it does (streams, consumers, the
+        # saga's events) without one refused publish or subscription.
+        assert "Permissions Violation" not in text, name
         assert "BEGIN PRIVATE KEY" not in text, name
