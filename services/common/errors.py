@@ -1,16 +1,17 @@
-"""Domain errors: what went wrong, in the caller's terms, mapped once to gRPC statuses.
+"""Domain errors: what went wrong, in the caller's terms; plain exceptions, no transport.
 
-Handlers raise these; the server interceptor turns them into a `google.rpc.Status` carrying
-`ErrorInfo` (always) and `BadRequest` (for field problems). Anything else becomes INTERNAL
-with no internals leaked.
+Each kind (NotFound, FailedPrecondition, ...) says what sort of failure it is; which status a
+transport answers with is decided at the transport boundary, in one table
+(`services/common/grpc_server.py` `GRPC_CODES`), as httpx maps foreign errors in its
+transport: the gRPC server turns them into a `google.rpc.Status` carrying `ErrorInfo`
+(always) and `BadRequest` (for field problems). Anything else becomes INTERNAL with no
+internals leaked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-
-import grpc
 
 ERROR_DOMAIN = "shop.example.com"
 
@@ -29,14 +30,12 @@ class DomainError(Exception):
     reason: str = "ERROR"
     metadata: Mapping[str, str] = field(default_factory=dict)
 
-    code = grpc.StatusCode.UNKNOWN
-
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
 
 
 class InvalidArgument(DomainError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    """The request itself is wrong; `violations` name each bad field."""
 
     def __init__(
         self,
@@ -50,29 +49,27 @@ class InvalidArgument(DomainError):
 
 
 class NotFound(DomainError):
-    code = grpc.StatusCode.NOT_FOUND
+    """The addressed thing does not exist."""
 
 
 class AlreadyExists(DomainError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    """What the caller asked to create exists already (or its key was used otherwise)."""
 
 
 class PermissionDenied(DomainError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    """The caller may not do this (to this thing)."""
 
 
 class FailedPrecondition(DomainError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    """The request is well-formed but the state of things refuses it."""
 
 
 class Unavailable(DomainError):
     """A dependency (database, another service) is down: the caller may retry."""
 
-    code = grpc.StatusCode.UNAVAILABLE
-
 
 class DeadlineExceeded(DomainError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    """The call's time ran out before the work could be done (or known to be done)."""
 
 
 class IdempotencyKeyReused(AlreadyExists):

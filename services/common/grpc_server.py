@@ -21,13 +21,44 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from services.common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
+from services.common.errors import (
+    ERROR_DOMAIN,
+    AlreadyExists,
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from services.common.logs import request_id_var
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+# The one table from domain errors to gRPC status codes (the domain knows no transport). A
+# subclass takes its nearest listed ancestor's code; an unlisted kind is UNKNOWN.
+GRPC_CODES: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def grpc_code(error: DomainError) -> grpc.StatusCode:
+    """The gRPC status code a domain error is answered with."""
+    for kind in type(error).__mro__:
+        if kind in GRPC_CODES:
+            return GRPC_CODES[kind]
+    return grpc.StatusCode.UNKNOWN
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -57,7 +88,7 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
                 )
             )
         )
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return status_pb2.Status(code=grpc_code(error).value[0], message=error.message, details=details)
 
 
 def request_id_metadata() -> tuple[tuple[str, str], ...]:
@@ -114,7 +145,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 context.set_trailing_metadata(request_id_metadata())
                 return await inner(request, context)
             except DomainError as error:
-                code = error.code
+                code = grpc_code(error)
                 await abort_with_status(context, to_rpc_status(error))
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN

@@ -104,7 +104,7 @@ class World:
             order_id=new_id(),
             customer_id=customer_id or new_id(),
             total=usd(minor_units),
-            status="ORDER_STATUS_RESERVED",
+            status="RESERVED",
             reservation_id=new_id(),
         )
         self.orders.orders[order.order_id] = order
@@ -113,7 +113,7 @@ class World:
             customer_id=order.customer_id,
             order_id=order.order_id,
             amount=order.total,
-            state="RESERVATION_STATE_ACTIVE",
+            state="ACTIVE",
             expires_at=datetime.now(UTC) + timedelta(minutes=15),
         )
         return order
@@ -226,10 +226,8 @@ async def test_a_payment_another_call_completes_while_this_one_validates_is_retu
         if not raced:
             raced = True
             winners.append(await world.pay(order))  # the other call: sees RESERVED, charges
-            world.orders.orders[order_id] = replace(order, status="ORDER_STATUS_PAID")
-            world.holds.holds[hold.reservation_id] = replace(
-                hold, state="RESERVATION_STATE_CAPTURED"
-            )
+            world.orders.orders[order_id] = replace(order, status="PAID")
+            world.holds.holds[hold.reservation_id] = replace(hold, state="CAPTURED")
         return await ask_order(order_id, time_limit)
 
     world.orders.get_order = get_order_while_another_call_wins  # type: ignore[method-assign]
@@ -298,7 +296,7 @@ async def test_refused_payments_record_nothing(world: World, case: str, reason: 
     elif case == "currency_mismatch":
         changes = {"amount": Money("EUR", 3000)}
     elif case == "order_not_reserved":
-        world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_REJECTED")
+        world.orders.orders[order.order_id] = replace(order, status="REJECTED")
     elif case == "unknown_hold":
         changes = {"reservation_id": new_id()}
     elif case == "other_orders_hold":
@@ -308,7 +306,7 @@ async def test_refused_payments_record_nothing(world: World, case: str, reason: 
             hold, expires_at=datetime.now(UTC) - timedelta(seconds=1)
         )
     elif case == "released_hold":
-        world.holds.holds[hold.reservation_id] = replace(hold, state="RESERVATION_STATE_RELEASED")
+        world.holds.holds[hold.reservation_id] = replace(hold, state="RELEASED")
 
     with pytest.raises(DomainError) as raised:
         await world.pay(order, **changes)
@@ -529,7 +527,7 @@ async def note_cancelled(world: World, order: OrderSnapshot) -> None:
 async def test_a_payment_that_beat_the_cancel_is_refunded_once(world: World) -> None:
     order = world.reserved_order(4200)
     payment = await world.pay(order)  # charged while the order was still RESERVED
-    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_CANCELLED")
+    world.orders.orders[order.order_id] = replace(order, status="CANCELLED")
     await note_cancelled(world, order)
     await note_cancelled(world, order)  # a redelivery or duplicate changes nothing
 
@@ -558,7 +556,7 @@ async def test_a_payment_settling_after_the_cancel_is_refunded_once_it_settles(
     paying = asyncio.create_task(world.pay(order))
     while not await world.scalar("SELECT count(*) FROM payments"):
         await asyncio.sleep(0.01)
-    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_CANCELLED")
+    world.orders.orders[order.order_id] = replace(order, status="CANCELLED")
     await note_cancelled(world, order)
     assert await handlers.compensate_cancelled_orders(world.deps) == 0  # still PENDING: wait
 
@@ -573,7 +571,7 @@ async def test_a_payment_settling_after_the_cancel_is_refunded_once_it_settles(
 async def test_a_late_or_forged_cancel_of_a_paid_order_refunds_nothing(world: World) -> None:
     order = world.reserved_order(2500)
     payment = await world.pay(order)
-    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_PAID")
+    world.orders.orders[order.order_id] = replace(order, status="PAID")
     await note_cancelled(world, order)  # Order never cancelled it: Order is asked, and says so
 
     assert await handlers.compensate_cancelled_orders(world.deps) == 1
@@ -596,7 +594,7 @@ async def test_a_partly_refunded_payment_gets_the_rest_back(world: World) -> Non
             fingerprint=b"by-hand",
         ),
     )
-    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_CANCELLED")
+    world.orders.orders[order.order_id] = replace(order, status="CANCELLED")
     await note_cancelled(world, order)
 
     assert await handlers.compensate_cancelled_orders(world.deps) == 1
@@ -639,7 +637,7 @@ async def test_a_caller_cannot_spend_the_compensating_refunds_key_first(world: W
         )
     )
     await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 1, guessed))
-    world.orders.orders[order.order_id] = replace(order, status="ORDER_STATUS_CANCELLED")
+    world.orders.orders[order.order_id] = replace(order, status="CANCELLED")
     await note_cancelled(world, order)
 
     assert await handlers.compensate_cancelled_orders(world.deps) == 1

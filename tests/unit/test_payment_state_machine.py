@@ -199,7 +199,7 @@ def test_refund_state_machine() -> None:
 NOW = datetime(2026, 3, 4, 15, 30, tzinfo=UTC)
 
 
-def order(customer_id: str, status: str = "ORDER_STATUS_RESERVED") -> OrderSnapshot:
+def order(customer_id: str, status: str = "RESERVED") -> OrderSnapshot:
     return OrderSnapshot(new_id(), customer_id, usd(3000), status, new_id())
 
 
@@ -209,7 +209,7 @@ def hold(o: OrderSnapshot, **changes: object) -> HoldSnapshot:
         "customer_id": o.customer_id,
         "order_id": o.order_id,
         "amount": o.total,
-        "state": "RESERVATION_STATE_ACTIVE",
+        "state": "ACTIVE",
         "expires_at": NOW + timedelta(minutes=10),
         **changes,
     }
@@ -234,17 +234,17 @@ def test_order_rules() -> None:
     with pytest.raises(eligibility.AmountMismatch):
         eligibility.check_order(o, customer, Money("EUR", 3000))
     with pytest.raises(eligibility.OrderNotPayable) as not_payable:
-        eligibility.check_order(order(customer, "ORDER_STATUS_REJECTED"), customer, usd(3000))
+        eligibility.check_order(order(customer, "REJECTED"), customer, usd(3000))
     assert not_payable.value.metadata["order_status"] == "ORDER_STATUS_REJECTED"
 
 
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"state": "RESERVATION_STATE_EXPIRED"}, "RESERVATION_EXPIRED"),
+        ({"state": "EXPIRED"}, "RESERVATION_EXPIRED"),
         ({"expires_at": NOW}, "RESERVATION_EXPIRED"),
-        ({"state": "RESERVATION_STATE_RELEASED"}, "RESERVATION_NOT_ACTIVE"),
-        ({"state": "RESERVATION_STATE_CAPTURED"}, "RESERVATION_NOT_ACTIVE"),
+        ({"state": "RELEASED"}, "RESERVATION_NOT_ACTIVE"),
+        ({"state": "CAPTURED"}, "RESERVATION_NOT_ACTIVE"),
         ({"customer_id": new_id()}, "RESERVATION_MISMATCH"),
         ({"order_id": new_id()}, "RESERVATION_MISMATCH"),
     ],

@@ -32,10 +32,11 @@ def _money(value: MoneyProto, dependency: str) -> Money:
         ) from error
 
 
-def _name(name_of: Callable[[T], str], value: T) -> str:
-    """The enum value's contract name; a value newer than our stubs is still comparable."""
+def _state(name_of: Callable[[T], str], value: T, prefix: str) -> str:
+    """The enum value's short name (ORDER_STATUS_RESERVED → RESERVED), as the domain knows
+    it; a value newer than our stubs is still comparable."""
     try:
-        return name_of(value)
+        return name_of(value).removeprefix(prefix)
     except ValueError:
         return f"UNKNOWN_{value}"
 
@@ -58,7 +59,7 @@ class GrpcOrders:
             order_id=order.order_id,
             customer_id=order.customer_id,
             total=_money(order.total, "order"),
-            status=_name(order_pb2.OrderStatus.Name, order.status),
+            status=_state(order_pb2.OrderStatus.Name, order.status, "ORDER_STATUS_"),
             reservation_id=order.reservation_id,
         )
 
@@ -83,7 +84,7 @@ class GrpcHolds:
             customer_id=hold.customer_id,
             order_id=hold.order_id,
             amount=_money(hold.amount, "credit"),
-            state=_name(credit_pb2.ReservationState.Name, hold.state),
+            state=_state(credit_pb2.ReservationState.Name, hold.state, "RESERVATION_STATE_"),
             expires_at=(
                 hold.expires_at.ToDatetime(tzinfo=UTC) if hold.HasField("expires_at") else None
             ),

@@ -15,9 +15,12 @@ from services.common.errors import (
 )
 from services.common.money import Money
 
-PAYABLE_ORDER_STATUS = "ORDER_STATUS_RESERVED"
-ACTIVE_HOLD_STATE = "RESERVATION_STATE_ACTIVE"
-EXPIRED_HOLD_STATE = "RESERVATION_STATE_EXPIRED"
+# Order's and Credit's states by their short names (the adapters strip the contract's enum
+# prefixes): this module knows no transport.
+PAYABLE_ORDER_STATUS = "RESERVED"
+CANCELLED_ORDER_STATUS = "CANCELLED"
+ACTIVE_HOLD_STATE = "ACTIVE"
+EXPIRED_HOLD_STATE = "EXPIRED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,7 @@ class OrderSnapshot:
     order_id: str
     customer_id: str
     total: Money
-    status: str  # the contract's enum name, e.g. ORDER_STATUS_RESERVED
+    status: str  # Order's status, e.g. RESERVED
     reservation_id: str
 
 
@@ -35,7 +38,7 @@ class HoldSnapshot:
     customer_id: str
     order_id: str
     amount: Money
-    state: str  # e.g. RESERVATION_STATE_ACTIVE
+    state: str  # the hold's state, e.g. ACTIVE
     expires_at: datetime | None
 
 
@@ -73,7 +76,8 @@ class OrderNotPayable(FailedPrecondition):
         super().__init__(
             f"order {order_id} is {status}; only a RESERVED order can be paid",
             "ORDER_NOT_PAYABLE",
-            {"order_id": order_id, "order_status": status},
+            # ErrorInfo metadata carries the contract's enum names, as GetOrder shows them
+            {"order_id": order_id, "order_status": f"ORDER_STATUS_{status}"},
         )
 
 
@@ -100,7 +104,7 @@ class ReservationNotActive(FailedPrecondition):
         super().__init__(
             f"reservation {reservation_id} is {state}; only an ACTIVE hold can be paid with",
             "RESERVATION_NOT_ACTIVE",
-            {"reservation_id": reservation_id, "reservation_state": state},
+            {"reservation_id": reservation_id, "reservation_state": f"RESERVATION_STATE_{state}"},
         )
 
 

@@ -28,7 +28,6 @@ from shop.order.v1 import events_pb2 as order_events
 
 log = logging.getLogger(__name__)
 
-ORDER_CANCELLED = "ORDER_STATUS_CANCELLED"
 REASON = "ORDER_CANCELLED: the order was cancelled before its payment completed"
 
 _NOTE = (

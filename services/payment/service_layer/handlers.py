@@ -25,6 +25,7 @@ from services.common.uow import UnitOfWork
 from services.payment.adapters.proto_mapping import method_to_proto
 from services.payment.adapters.repository import PaymentRepository, RefundRepository
 from services.payment.domain.eligibility import (
+    CANCELLED_ORDER_STATUS,
     OrderNotFound,
     OrderNotOwned,
     OrderNotPayable,
@@ -473,7 +474,7 @@ async def compensate_cancelled_orders(deps: Dependencies, batch: int = 100) -> i
     resolved = 0
     for order_id in order_ids:
         order = await deps.orders.get_order(order_id, DEFAULT_CALL_TIMEOUT)
-        cancelled = order is not None and order.status == compensation.ORDER_CANCELLED
+        cancelled = order is not None and order.status == CANCELLED_ORDER_STATUS
         refund: Refund | None = None
         async with deps.unit_of_work() as uow:
             if cancelled:
