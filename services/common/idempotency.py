@@ -32,6 +32,7 @@ from services.common.sql import Sql
 from services.common.uow import UnitOfWork
 
 R = TypeVar("R", bound=Message)
+U = TypeVar("U", bound=UnitOfWork)
 
 IN_PROGRESS = b""  # a claim's response; stored responses are never empty messages
 
@@ -86,12 +87,12 @@ async def _stored(conn: Sql, key: dict[str, Any]) -> bytes | None:
 
 
 async def run_idempotent(
-    unit_of_work: Callable[[], UnitOfWork],
+    unit_of_work: Callable[[], U],
     operation: str,
     request_id: str,
     request: Message,
     response_type: type[R],
-    work: Callable[[UnitOfWork], Awaitable[R]],
+    work: Callable[[U], Awaitable[R]],
 ) -> R:
     """Run `work` once per request id, in the transaction that records it; replay its
     response for retries."""

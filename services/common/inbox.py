@@ -23,7 +23,9 @@ from services.common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-EventHandler = Callable[[UnitOfWork, Any], Awaitable[None]]
+# A handler takes the service's own kind of unit of work (a UnitOfWork with its
+# repositories, see services/*/adapters/unit_of_work.py) and the decoded event.
+EventHandler = Callable[[Any, Any], Awaitable[None]]
 
 _CLAIM = (
     "INSERT INTO inbox (consumer, event_id, subject) VALUES (:consumer, :event_id, :subject)"

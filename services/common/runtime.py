@@ -35,6 +35,8 @@ from services.common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
+U = TypeVar("U", bound=UnitOfWork)
+
 MIGRATION_WAIT_SECONDS = 60.0
 
 # SIGUSR1 before the event loop's handler is installed (set by main()'s signal handler).
@@ -60,6 +62,10 @@ class Runtime:
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.engine, self.source, self.relay.wake)
+
+    def units_of_work(self, kind: type[U]) -> Callable[[], U]:
+        """A factory of the service's own kind of unit of work (with its repositories)."""
+        return lambda: kind(self.engine, self.source, self.relay.wake)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Self
 
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +29,10 @@ _INSERT_OUTBOX = (
 
 
 class UnitOfWork:
+    """One transaction and the events it emits. Each service subclasses it to hand its use
+    cases their repositories (`uow.accounts`, `uow.orders`, ...), so no use case builds one
+    from the connection itself, and tests can give them a fake unit of work instead."""
+
     def __init__(
         self, engine: AsyncEngine, source: str, on_commit: Callable[[], None] | None = None
     ) -> None:
@@ -44,7 +48,7 @@ class UnitOfWork:
         assert self._sql is not None, "use the unit of work as `async with`"
         return self._sql
 
-    def autocommit(self) -> UnitOfWork:
+    def autocommit(self) -> Self:
         """No BEGIN, no COMMIT: each statement commits on its own. For a use case that is a
         single read (GetOrder) or a single write: two round trips fewer. Emits no events."""
         self._tx.autocommit = True
@@ -70,7 +74,7 @@ class UnitOfWork:
     def _outbox_written(self) -> None:
         self._wrote_outbox = True
 
-    async def __aenter__(self) -> UnitOfWork:
+    async def __aenter__(self) -> Self:
         try:
             self._sql = await self._tx.begin()
         except Exception as error:

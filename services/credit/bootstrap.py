@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.common.migrator import load_migrations
 from services.common.retention import PruneRule, Retention
 from services.common.runtime import Runtime, ServiceSpec, Wiring, main
+from services.credit.adapters.unit_of_work import SqlCreditUnitOfWork
 from services.credit.config import CreditSettings
 from services.credit.entrypoints.events import ExpirySweeper, consumers
 from services.credit.entrypoints.grpc_api import CreditApi
@@ -22,8 +23,9 @@ def prune_rules(retention: Retention) -> list[PruneRule]:
 
 def build_spec(settings: CreditSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        api = CreditApi(runtime.unit_of_work)
-        sweeper = ExpirySweeper(runtime.unit_of_work, settings.expiry_sweep_seconds)
+        unit_of_work = runtime.units_of_work(SqlCreditUnitOfWork)
+        api = CreditApi(unit_of_work)
+        sweeper = ExpirySweeper(unit_of_work, settings.expiry_sweep_seconds)
         return Wiring(
             register=[
                 lambda server: credit_service_pb2_grpc.add_CreditServiceServicer_to_server(
@@ -31,9 +33,7 @@ def build_spec(settings: CreditSettings) -> ServiceSpec:
                 )
             ],
             service_names=[SERVICE_NAME],
-            consumers=consumers(
-                runtime.unit_of_work, runtime.messaging, settings.reservation_ttl_seconds
-            ),
+            consumers=consumers(unit_of_work, runtime.messaging, settings.reservation_ttl_seconds),
             background=[sweeper.run],
             prune=prune_rules(settings.core.retention),
         )

@@ -15,8 +15,8 @@ from services.common.events import new_event
 from services.common.inbox import PoisonEvent
 from services.common.money import Money
 from services.common.sql import Sql
-from services.common.uow import UnitOfWork
 from services.credit.adapters.repository import AccountRepository
+from services.credit.adapters.unit_of_work import SqlCreditUnitOfWork
 from services.credit.service_layer import saga
 from shop.common.v1 import money_pb2
 from shop.order.v1 import events_pb2 as order_events
@@ -42,8 +42,8 @@ class Books:
         self.engine = engine
         self.customer = new_id()
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, "/shop/credit")
+    def uow(self) -> SqlCreditUnitOfWork:
+        return SqlCreditUnitOfWork(self.engine, "/shop/credit")
 
     async def top_up(self, minor_units: int) -> None:
         async with self.uow() as uow:

@@ -9,8 +9,7 @@ from collections.abc import Callable
 
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
-from services.common.uow import UnitOfWork
-from services.credit.adapters.reservations import ReservationRepository
+from services.credit.adapters.unit_of_work import SqlCreditUnitOfWork
 from services.credit.service_layer import saga
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
@@ -25,9 +24,9 @@ LOCK_ORDER = operator.attrgetter("customer_id")
 
 
 def consumers(
-    unit_of_work: Callable[[], UnitOfWork], messaging: Messaging, ttl_seconds: int
+    unit_of_work: Callable[[], SqlCreditUnitOfWork], messaging: Messaging, ttl_seconds: int
 ) -> list[Consumer]:
-    async def on_order_created(uow: UnitOfWork, event: order_events.OrderCreated) -> None:
+    async def on_order_created(uow: SqlCreditUnitOfWork, event: order_events.OrderCreated) -> None:
         await saga.reserve_for_order(uow, event, ttl_seconds)
 
     return [
@@ -63,7 +62,10 @@ class ExpirySweeper:
     SKIP LOCKED lets several replicas sweep at once without waiting on each other."""
 
     def __init__(
-        self, unit_of_work: Callable[[], UnitOfWork], interval_seconds: float, batch: int = 100
+        self,
+        unit_of_work: Callable[[], SqlCreditUnitOfWork],
+        interval_seconds: float,
+        batch: int = 100,
     ) -> None:
         self.unit_of_work = unit_of_work
         self.interval_seconds = interval_seconds
@@ -72,7 +74,7 @@ class ExpirySweeper:
     async def sweep_once(self) -> int:
         """Expire one batch; returns how many overdue holds it found."""
         async with self.unit_of_work() as uow:
-            overdue = await ReservationRepository(uow.conn).overdue(self.batch)
+            overdue = await uow.reservations.overdue(self.batch)
             # accounts in the order the consumers' batches take them, each before its hold
             for hold in sorted(overdue, key=LOCK_ORDER):
                 await saga.expire(uow, hold)

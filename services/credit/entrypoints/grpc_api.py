@@ -10,10 +10,10 @@ import grpc
 from services.common.idempotency import run_idempotent
 from services.common.paging import decode_page_token, next_page_token
 from services.common.proto_mapping import amount_to_proto, money_to_proto, timestamp
-from services.common.uow import UnitOfWork
 from services.common.validation import Validator
 from services.credit.adapters.repository import StoredAccount
 from services.credit.adapters.reservations import StoredReservation
+from services.credit.adapters.unit_of_work import SqlCreditUnitOfWork
 from services.credit.service_layer import handlers
 from shop.credit.v1 import credit_pb2, credit_service_pb2, credit_service_pb2_grpc
 
@@ -49,7 +49,7 @@ def reservation_to_proto(stored: StoredReservation) -> credit_pb2.Reservation:
 
 
 class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
-    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
+    def __init__(self, unit_of_work: Callable[[], SqlCreditUnitOfWork]) -> None:
         self.unit_of_work = unit_of_work
 
     async def TopUpCredits(
@@ -64,7 +64,7 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
         assert amount
         assert request_id
 
-        async def work(uow: UnitOfWork) -> credit_service_pb2.TopUpCreditsResponse:
+        async def work(uow: SqlCreditUnitOfWork) -> credit_service_pb2.TopUpCreditsResponse:
             stored = await handlers.top_up(uow, str(customer_id), amount, str(request_id))
             return credit_service_pb2.TopUpCreditsResponse(account=account_to_proto(stored))
 

@@ -7,9 +7,9 @@ from services.common.events import new_event
 from services.common.money import Money
 from services.common.paging import PageCursor
 from services.common.proto_mapping import amount_to_proto, money_to_proto
-from services.common.uow import UnitOfWork
-from services.credit.adapters.repository import AccountRepository, StoredAccount
-from services.credit.adapters.reservations import ReservationRepository, StoredReservation
+from services.credit.adapters.repository import StoredAccount
+from services.credit.adapters.reservations import StoredReservation
+from services.credit.service_layer.ports import CreditUnitOfWork
 from shop.credit.v1 import events_pb2
 
 
@@ -32,9 +32,9 @@ class ReservationNotFound(NotFound):
 
 
 async def top_up(
-    uow: UnitOfWork, customer_id: str, amount: Money, request_id: str
+    uow: CreditUnitOfWork, customer_id: str, amount: Money, request_id: str
 ) -> StoredAccount:
-    accounts = AccountRepository(uow.conn)
+    accounts = uow.accounts
     stored = await accounts.get_or_open(customer_id, amount.currency)
     account = stored.account
     account.top_up(amount)
@@ -51,21 +51,21 @@ async def top_up(
     return StoredAccount(account, updated_at)
 
 
-async def get_account(uow: UnitOfWork, customer_id: str) -> StoredAccount:
-    stored = await AccountRepository(uow.conn).get(customer_id)
+async def get_account(uow: CreditUnitOfWork, customer_id: str) -> StoredAccount:
+    stored = await uow.accounts.get(customer_id)
     if stored is None:
         raise AccountNotFound(customer_id)
     return stored
 
 
-async def get_reservation(uow: UnitOfWork, reservation_id: str) -> StoredReservation:
-    stored = await ReservationRepository(uow.conn).get(reservation_id)
+async def get_reservation(uow: CreditUnitOfWork, reservation_id: str) -> StoredReservation:
+    stored = await uow.reservations.get(reservation_id)
     if stored is None:
         raise ReservationNotFound(reservation_id)
     return stored
 
 
 async def list_reservations(
-    uow: UnitOfWork, customer_id: str, after: PageCursor | None, limit: int
+    uow: CreditUnitOfWork, customer_id: str, after: PageCursor | None, limit: int
 ) -> list[StoredReservation]:
-    return await ReservationRepository(uow.conn).list_for_customer(customer_id, after, limit)
+    return await uow.reservations.list_for_customer(customer_id, after, limit)

@@ -17,11 +17,9 @@ from services.common.events import new_event
 from services.common.inbox import PoisonEvent
 from services.common.money import Money
 from services.common.proto_mapping import money_to_proto, timestamp
-from services.common.uow import UnitOfWork
-from services.credit.adapters.repository import AccountRepository
-from services.credit.adapters.reservations import RefundLedger, ReservationRepository
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import ReleaseReason, Reservation, ReservationState
+from services.credit.service_layer.ports import Accounts, CreditUnitOfWork
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
@@ -30,16 +28,16 @@ log = logging.getLogger(__name__)
 
 
 async def reserve_for_order(
-    uow: UnitOfWork, event: order_events.OrderCreated, ttl_seconds: int
+    uow: CreditUnitOfWork, event: order_events.OrderCreated, ttl_seconds: int
 ) -> None:
-    reservations = ReservationRepository(uow.conn)
+    reservations = uow.reservations
     if await reservations.order_was_cancelled(event.order_id):
         log.info("order %s was cancelled before its hold; not reserving", event.order_id)
         return
     if await reservations.for_order(event.order_id) is not None:
         return  # already held (the database would refuse a second one anyway)
     total = Money(event.total.currency_code, event.total.minor_units)
-    account = await AccountRepository(uow.conn).get(event.customer_id, for_update=True)
+    account = await uow.accounts.get(event.customer_id, for_update=True)
     if account is None:
         _reservation_failed(uow, event, "ACCOUNT_NOT_FOUND", "the customer has no credit account")
         return
@@ -48,7 +46,7 @@ async def reserve_for_order(
     except DomainError as refused:  # CURRENCY_MISMATCH, INSUFFICIENT_CREDITS, INVALID_AMOUNT
         _reservation_failed(uow, event, refused.reason, refused.message)
         return
-    await AccountRepository(uow.conn).save(account.account)
+    await uow.accounts.save(account.account)
     hold = await reservations.add(event.customer_id, event.order_id, total, ttl_seconds)
     uow.emit(
         new_event(
@@ -64,7 +62,7 @@ async def reserve_for_order(
 
 
 def _reservation_failed(
-    uow: UnitOfWork, event: order_events.OrderCreated, reason: str, message: str
+    uow: CreditUnitOfWork, event: order_events.OrderCreated, reason: str, message: str
 ) -> None:
     log.info("no hold for order %s: %s", event.order_id, reason)
     uow.emit(
@@ -79,17 +77,23 @@ def _reservation_failed(
     )
 
 
-async def release_for_cancelled_order(uow: UnitOfWork, event: order_events.OrderCancelled) -> None:
-    reservations = ReservationRepository(uow.conn)
+async def release_for_cancelled_order(
+    uow: CreditUnitOfWork, event: order_events.OrderCancelled
+) -> None:
+    reservations = uow.reservations
     await reservations.mark_order_cancelled(event.order_id)
     await _release(uow, event.customer_id, event.order_id, ReleaseReason.ORDER_CANCELLED)
 
 
-async def release_for_failed_payment(uow: UnitOfWork, event: payment_events.PaymentFailed) -> None:
+async def release_for_failed_payment(
+    uow: CreditUnitOfWork, event: payment_events.PaymentFailed
+) -> None:
     await _release(uow, event.customer_id, event.order_id, ReleaseReason.PAYMENT_FAILED)
 
 
-async def _release(uow: UnitOfWork, customer_id: str, order_id: str, reason: ReleaseReason) -> None:
+async def _release(
+    uow: CreditUnitOfWork, customer_id: str, order_id: str, reason: ReleaseReason
+) -> None:
     account, hold = await _lock(uow, customer_id, order_id)
     if account is None or hold is None or not hold.is_active:
         return  # nothing held (any more): a late or repeated request
@@ -97,11 +101,11 @@ async def _release(uow: UnitOfWork, customer_id: str, order_id: str, reason: Rel
     await _give_back(uow, account, hold)
 
 
-async def expire(uow: UnitOfWork, overdue: Reservation) -> bool:
+async def expire(uow: CreditUnitOfWork, overdue: Reservation) -> bool:
     """Release one overdue hold (the sweeper's unit of work): its account is locked first,
     then the hold, which is released only if it is still active. False if it moved."""
-    account = await _locked_account(AccountRepository(uow.conn), overdue.customer_id)
-    hold = await ReservationRepository(uow.conn).lock_if_overdue(overdue.reservation_id)
+    account = await _locked_account(uow.accounts, overdue.customer_id)
+    hold = await uow.reservations.lock_if_overdue(overdue.reservation_id)
     if hold is None:
         return False  # captured, released or swept by another replica meanwhile
     hold.expire()
@@ -109,10 +113,10 @@ async def expire(uow: UnitOfWork, overdue: Reservation) -> bool:
     return True
 
 
-async def _give_back(uow: UnitOfWork, account: CreditAccount, hold: Reservation) -> None:
+async def _give_back(uow: CreditUnitOfWork, account: CreditAccount, hold: Reservation) -> None:
     account.release(hold.amount)
-    await AccountRepository(uow.conn).save(account)
-    await ReservationRepository(uow.conn).save(hold)
+    await uow.accounts.save(account)
+    await uow.reservations.save(hold)
     uow.emit(
         new_event(
             credit_events.CreditsReleased,
@@ -126,7 +130,9 @@ async def _give_back(uow: UnitOfWork, account: CreditAccount, hold: Reservation)
     log.info("released %s of order %s: %s", hold.amount, hold.order_id, hold.release_reason)
 
 
-async def capture_for_payment(uow: UnitOfWork, event: payment_events.PaymentSucceeded) -> None:
+async def capture_for_payment(
+    uow: CreditUnitOfWork, event: payment_events.PaymentSucceeded
+) -> None:
     account, hold = await _lock(uow, event.customer_id, event.order_id)
     if account is None or hold is None:
         log.error(
@@ -156,7 +162,7 @@ async def capture_for_payment(uow: UnitOfWork, event: payment_events.PaymentSucc
                 refused.reason,
                 extra={"order_id": hold.order_id, "payment_id": event.payment_id},
             )
-            await RefundLedger(uow.conn).note(
+            await uow.refunds.note(
                 "LATE_CAPTURE_SHORT",
                 customer_id=hold.customer_id,
                 order_id=hold.order_id,
@@ -167,8 +173,8 @@ async def capture_for_payment(uow: UnitOfWork, event: payment_events.PaymentSucc
             return
         account.capture(hold.amount)
         hold.capture_after_release(event.payment_id)
-    await AccountRepository(uow.conn).save(account)
-    await ReservationRepository(uow.conn).save(hold)
+    await uow.accounts.save(account)
+    await uow.reservations.save(hold)
     uow.emit(
         new_event(
             credit_events.CreditsCaptured,
@@ -186,13 +192,13 @@ class CaptureNotYetApplied(Exception):
     for a moment and waits for redelivery): the refund waits too."""
 
 
-async def refund(uow: UnitOfWork, event: payment_events.PaymentRefunded) -> None:
+async def refund(uow: CreditUnitOfWork, event: payment_events.PaymentRefunded) -> None:
     """Give credits back for a refund: only against the hold that this payment captured,
     never more than that hold captured, once per refund id. A refund of a payment that
     captured nothing here gives nothing back and is noted for reconciliation."""
     requested = Money(event.amount.currency_code, event.amount.minor_units)
     account, hold = await _lock(uow, event.customer_id, event.order_id)
-    ledger = RefundLedger(uow.conn)
+    ledger = uow.refunds
     if await ledger.applied(event.refund_id):
         log.info("refund %s was applied before (a republished event)", event.refund_id)
         return
@@ -244,8 +250,8 @@ async def refund(uow: UnitOfWork, event: payment_events.PaymentRefunded) -> None
         account.refund(given)
     except DomainError as refused:  # the books disagree with the hold: people must look
         raise PoisonEvent(f"refund {event.refund_id} cannot be given back: {refused}") from None
-    await AccountRepository(uow.conn).save(account)
-    await ReservationRepository(uow.conn).save(hold)
+    await uow.accounts.save(account)
+    await uow.reservations.save(hold)
     uow.emit(
         new_event(
             credit_events.CreditsRefunded,
@@ -259,17 +265,17 @@ async def refund(uow: UnitOfWork, event: payment_events.PaymentRefunded) -> None
 
 
 async def _lock(
-    uow: UnitOfWork, customer_id: str, order_id: str
+    uow: CreditUnitOfWork, customer_id: str, order_id: str
 ) -> tuple[CreditAccount | None, Reservation | None]:
     """Lock the customer's account, then the order's hold: Credit's one lock order."""
-    stored = await AccountRepository(uow.conn).get(customer_id, for_update=True)
-    hold = await ReservationRepository(uow.conn).for_order(order_id, for_update=True)
+    stored = await uow.accounts.get(customer_id, for_update=True)
+    hold = await uow.reservations.for_order(order_id, for_update=True)
     if hold is not None and (stored is None or hold.customer_id != customer_id):
         raise PoisonEvent(f"order {order_id}'s hold belongs to another customer than {customer_id}")
     return (stored.account if stored is not None else None), hold
 
 
-async def _locked_account(accounts: AccountRepository, customer_id: str) -> CreditAccount:
+async def _locked_account(accounts: Accounts, customer_id: str) -> CreditAccount:
     stored = await accounts.get(customer_id, for_update=True)
     if stored is None:  # a hold implies the account exists
         raise PoisonEvent(f"credit account {customer_id} is missing")

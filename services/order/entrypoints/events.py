@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
-from services.common.uow import UnitOfWork
+from services.order.adapters.unit_of_work import SqlOrderUnitOfWork
 from services.order.service_layer import saga
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.payment.v1 import events_pb2 as payment_events
@@ -17,7 +17,9 @@ from shop.payment.v1 import events_pb2 as payment_events
 LOCK_ORDER = operator.attrgetter("order_id")
 
 
-def consumers(unit_of_work: Callable[[], UnitOfWork], messaging: Messaging) -> list[Consumer]:
+def consumers(
+    unit_of_work: Callable[[], SqlOrderUnitOfWork], messaging: Messaging
+) -> list[Consumer]:
     return [
         Consumer(
             "order-credits",

@@ -10,9 +10,9 @@ import grpc
 from services.common.idempotency import run_idempotent
 from services.common.money import DEFAULT_CURRENCY, is_known_currency
 from services.common.paging import decode_page_token, next_page_token
-from services.common.uow import UnitOfWork
 from services.common.validation import Validator
 from services.order.adapters.proto_mapping import order_to_proto
+from services.order.adapters.unit_of_work import SqlOrderUnitOfWork
 from services.order.domain.model import (
     MAX_ITEMS,
     MAX_REASON_LENGTH,
@@ -74,7 +74,7 @@ def validate_items(v: Validator, items: Sequence[order_pb2.OrderItem]) -> list[L
 
 
 class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
-    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
+    def __init__(self, unit_of_work: Callable[[], SqlOrderUnitOfWork]) -> None:
         self.unit_of_work = unit_of_work
 
     async def CreateOrder(
@@ -88,7 +88,7 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         assert customer_id
         assert request_id
 
-        async def work(uow: UnitOfWork) -> order_service_pb2.CreateOrderResponse:
+        async def work(uow: SqlOrderUnitOfWork) -> order_service_pb2.CreateOrderResponse:
             stored = await handlers.create_order(uow, str(customer_id), items)
             return order_service_pb2.CreateOrderResponse(order=order_to_proto(stored))
 

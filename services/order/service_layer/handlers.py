@@ -9,10 +9,10 @@ from services.common.errors import NotFound
 from services.common.events import new_event
 from services.common.paging import PageCursor
 from services.common.proto_mapping import money_to_proto
-from services.common.uow import UnitOfWork
 from services.order.adapters.proto_mapping import items_to_proto
-from services.order.adapters.repository import OrderRepository, StoredOrder
+from services.order.adapters.repository import StoredOrder
 from services.order.domain.model import LineItem, Order
+from services.order.service_layer.ports import OrderUnitOfWork
 from shop.order.v1 import events_pb2
 
 
@@ -23,11 +23,13 @@ class OrderNotFound(NotFound):
         )
 
 
-async def create_order(uow: UnitOfWork, customer_id: str, items: Sequence[LineItem]) -> StoredOrder:
+async def create_order(
+    uow: OrderUnitOfWork, customer_id: str, items: Sequence[LineItem]
+) -> StoredOrder:
     """A PENDING order and its orders.created, in one transaction; no other service is
     called, so ordering works while Credit or Payment is down."""
     order = Order.create(str(uuid.uuid4()), customer_id, items)
-    stored = await OrderRepository(uow.conn).add(order)
+    stored = await uow.orders.add(order)
     uow.emit(
         new_event(
             events_pb2.OrderCreated,
@@ -40,25 +42,25 @@ async def create_order(uow: UnitOfWork, customer_id: str, items: Sequence[LineIt
     return stored
 
 
-async def get_order(uow: UnitOfWork, order_id: str) -> StoredOrder:
-    stored = await OrderRepository(uow.conn).get(order_id)
+async def get_order(uow: OrderUnitOfWork, order_id: str) -> StoredOrder:
+    stored = await uow.orders.get(order_id)
     if stored is None:
         raise OrderNotFound(order_id)
     return stored
 
 
 async def list_orders(
-    uow: UnitOfWork, customer_id: str, after: PageCursor | None, limit: int
+    uow: OrderUnitOfWork, customer_id: str, after: PageCursor | None, limit: int
 ) -> list[StoredOrder]:
-    return await OrderRepository(uow.conn).list_for_customer(customer_id, after, limit)
+    return await uow.orders.list_for_customer(customer_id, after, limit)
 
 
-async def cancel_order(uow: UnitOfWork, order_id: str, reason: str) -> StoredOrder:
+async def cancel_order(uow: OrderUnitOfWork, order_id: str, reason: str) -> StoredOrder:
     """PENDING/RESERVED → CANCELLED with orders.cancelled (Credit releases the hold).
 
     The row lock orders this against a saga event for the same order: either the event
     applies first and the cancel sees its outcome, or the cancel wins and the event is late."""
-    orders = OrderRepository(uow.conn)
+    orders = uow.orders
     stored = await orders.get(order_id, for_update=True)
     if stored is None:
         raise OrderNotFound(order_id)

@@ -13,10 +13,9 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from services.common.uow import UnitOfWork
-from services.order.adapters.repository import OrderRepository
 from services.order.domain.model import Order
 from services.order.service_layer.handlers import cancelled_event
+from services.order.service_layer.ports import OrderUnitOfWork
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.payment.v1 import events_pb2 as payment_events
 
@@ -26,7 +25,7 @@ EXPIRED = "EXPIRED"
 
 
 async def _apply(
-    uow: UnitOfWork, order_id: str, event_name: str, change: Callable[[Order], bool]
+    uow: OrderUnitOfWork, order_id: str, event_name: str, change: Callable[[Order], bool]
 ) -> Order | None:
     """Lock the order, apply `change`, save it if it moved. None if nothing changed."""
     try:
@@ -34,7 +33,7 @@ async def _apply(
     except ValueError:
         log.error("%s names no valid order id (%r); ignored", event_name, order_id[:64])
         return None
-    orders = OrderRepository(uow.conn)
+    orders = uow.orders
     stored = await orders.get(order_id, for_update=True)
     if stored is None:
         log.warning("%s for unknown order %s; ignored", event_name, order_id)
@@ -62,7 +61,7 @@ async def _apply(
     return order
 
 
-async def on_credits_reserved(uow: UnitOfWork, event: credit_events.CreditsReserved) -> None:
+async def on_credits_reserved(uow: OrderUnitOfWork, event: credit_events.CreditsReserved) -> None:
     await _apply(
         uow,
         event.order_id,
@@ -72,7 +71,7 @@ async def on_credits_reserved(uow: UnitOfWork, event: credit_events.CreditsReser
 
 
 async def on_reservation_failed(
-    uow: UnitOfWork, event: credit_events.CreditReservationFailed
+    uow: OrderUnitOfWork, event: credit_events.CreditReservationFailed
 ) -> None:
     await _apply(
         uow,
@@ -82,7 +81,7 @@ async def on_reservation_failed(
     )
 
 
-async def on_credits_released(uow: UnitOfWork, event: credit_events.CreditsReleased) -> None:
+async def on_credits_released(uow: OrderUnitOfWork, event: credit_events.CreditsReleased) -> None:
     if event.reason != EXPIRED:
         # Released after a cancel or a failed payment: the order already knows.
         log.debug("credits.released (%s) for order %s: nothing to do", event.reason, event.order_id)
@@ -98,7 +97,9 @@ async def on_credits_released(uow: UnitOfWork, event: credit_events.CreditsRelea
         uow.emit(cancelled_event(order))
 
 
-async def on_payment_succeeded(uow: UnitOfWork, event: payment_events.PaymentSucceeded) -> None:
+async def on_payment_succeeded(
+    uow: OrderUnitOfWork, event: payment_events.PaymentSucceeded
+) -> None:
     order = await _apply(
         uow,
         event.order_id,
@@ -116,7 +117,7 @@ async def on_payment_succeeded(uow: UnitOfWork, event: payment_events.PaymentSuc
         )
 
 
-async def on_payment_failed(uow: UnitOfWork, event: payment_events.PaymentFailed) -> None:
+async def on_payment_failed(uow: OrderUnitOfWork, event: payment_events.PaymentFailed) -> None:
     await _apply(
         uow,
         event.order_id,
@@ -125,7 +126,7 @@ async def on_payment_failed(uow: UnitOfWork, event: payment_events.PaymentFailed
     )
 
 
-async def on_payment_refunded(uow: UnitOfWork, event: payment_events.PaymentRefunded) -> None:
+async def on_payment_refunded(uow: OrderUnitOfWork, event: payment_events.PaymentRefunded) -> None:
     if not event.fully_refunded:
         # A partial refund leaves the order PAID; the payment carries refunded_amount.
         log.info(

@@ -1,0 +1,110 @@
+"""What Credit's use cases need from storage, as small Protocols (cosmicpython's
+AbstractRepository and AbstractUnitOfWork): PostgreSQL in production
+(services/credit/adapters), in-memory fakes in the saga's unit tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from services.common.money import Money
+from services.common.paging import PageCursor
+from services.credit.adapters.repository import StoredAccount
+from services.credit.adapters.reservations import StoredReservation
+from services.credit.domain.model import CreditAccount
+from services.credit.domain.reservation import Reservation
+
+
+class Accounts(Protocol):
+    async def get(self, customer_id: str, *, for_update: bool = False) -> StoredAccount | None:
+        """The customer's account (row-locked when `for_update`), or None."""
+        ...
+
+    async def get_or_open(self, customer_id: str, currency: str) -> StoredAccount:
+        """The customer's account, locked, opened empty in `currency` if there was none."""
+        ...
+
+    async def save(self, account: CreditAccount) -> datetime:
+        """Store the balances; returns the new `updated_at`."""
+        ...
+
+
+class Reservations(Protocol):
+    async def get(self, reservation_id: str) -> StoredReservation | None: ...
+
+    async def for_order(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
+        """The order's hold (there is at most one), row-locked when `for_update`."""
+        ...
+
+    async def add(
+        self, customer_id: str, order_id: str, amount: Money, ttl_seconds: int
+    ) -> Reservation:
+        """A new ACTIVE hold expiring `ttl_seconds` from now."""
+        ...
+
+    async def save(self, reservation: Reservation) -> None: ...
+
+    async def overdue(self, limit: int) -> list[Reservation]:
+        """ACTIVE holds past their expiry, not locked."""
+        ...
+
+    async def lock_if_overdue(self, reservation_id: str) -> Reservation | None:
+        """The hold, row-locked, if it is still ACTIVE and overdue."""
+        ...
+
+    async def list_for_customer(
+        self, customer_id: str, after: PageCursor | None, limit: int
+    ) -> list[StoredReservation]: ...
+
+    async def mark_order_cancelled(self, order_id: str) -> None: ...
+
+    async def order_was_cancelled(self, order_id: str) -> bool: ...
+
+
+class Refunds(Protocol):
+    """The refunds Credit applied, and what it could not square (for reconciliation)."""
+
+    async def applied(self, refund_id: str) -> bool: ...
+
+    async def record(
+        self,
+        refund_id: str,
+        payment_id: str,
+        order_id: str,
+        customer_id: str,
+        requested: Money,
+        given_back: Money,
+    ) -> None: ...
+
+    async def note(
+        self,
+        kind: str,
+        *,
+        customer_id: str,
+        order_id: str,
+        payment_id: str,
+        amount: Money,
+        detail: str,
+        refund_id: str | None = None,
+    ) -> None: ...
+
+    async def late_capture_refused(self, payment_id: str) -> bool: ...
+
+
+class CreditUnitOfWork(Protocol):
+    """One atomic piece of Credit's work: its repositories and the events it emits."""
+
+    @property
+    def accounts(self) -> Accounts: ...
+
+    @property
+    def reservations(self) -> Reservations: ...
+
+    @property
+    def refunds(self) -> Refunds: ...
+
+    def emit(self, event: Message) -> None:
+        """Queue an event; it is published if, and only if, the work commits."""
+        ...
