@@ -79,3 +79,13 @@ class IdempotencyKeyReused(AlreadyExists):
             "IDEMPOTENCY_KEY_REUSED",
             {"request_id": request_id},
         )
+
+
+class OrderNotFound(NotFound):
+    """The contract's ORDER_NOT_FOUND: Order's answer for an unknown order, and Payment's when
+    Order says the order it is asked to charge does not exist (one error, one wording)."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(
+            f"order {order_id} does not exist", "ORDER_NOT_FOUND", {"order_id": order_id}
+        )

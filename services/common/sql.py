@@ -47,6 +47,18 @@ def compile_named(sql: str) -> tuple[str, tuple[str, ...]]:
     return _PARAM.sub(number, sql), tuple(names)
 
 
+def row_lock(for_update: bool) -> str:
+    """The `SELECT` suffix that row-locks what it reads until the transaction ends, or none.
+
+    Args:
+        for_update: whether the caller will change the rows it reads.
+
+    Returns:
+        `" FOR UPDATE"` or `""`, to append to the statement.
+    """
+    return " FOR UPDATE" if for_update else ""
+
+
 class Sql:
     """The statements of one transaction, with named parameters."""
 

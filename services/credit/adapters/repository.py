@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.common.sql import Record, Sql
+from services.common.sql import Record, Sql, row_lock
 from services.credit.domain.model import CreditAccount
 
 _COLUMNS = "customer_id, currency, available, reserved, spent, topped_up, updated_at"
@@ -38,7 +38,7 @@ class AccountRepository:
         self.conn = conn
 
     async def get(self, customer_id: str, *, for_update: bool = False) -> StoredAccount | None:
-        lock = " FOR UPDATE" if for_update else ""
+        lock = row_lock(for_update)
         row = await self.conn.fetchrow(
             f"SELECT {_COLUMNS} FROM accounts WHERE customer_id = :id{lock}",
             {"id": customer_id},

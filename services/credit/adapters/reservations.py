@@ -8,7 +8,7 @@ from datetime import datetime
 
 from services.common.money import Money
 from services.common.paging import PageCursor
-from services.common.sql import Record, Sql
+from services.common.sql import Record, Sql, row_lock
 from services.credit.domain.reservation import Reservation, ReservationState
 
 _COLUMNS = (
@@ -59,7 +59,7 @@ class ReservationRepository:
         return _from_row(row) if row is not None else None
 
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
-        lock = " FOR UPDATE" if for_update else ""
+        lock = row_lock(for_update)
         row = await self.conn.fetchrow(
             f"SELECT {_COLUMNS} FROM reservations WHERE order_id = :id{lock}",
             {"id": order_id},

@@ -9,43 +9,13 @@ import grpc
 
 from services.common.idempotency import run_idempotent
 from services.common.paging import decode_page_token, next_page_token
-from services.common.proto_mapping import amount_to_proto, money_to_proto, timestamp
 from services.common.validation import Validator
-from services.credit.adapters.repository import StoredAccount
-from services.credit.adapters.reservations import StoredReservation
+from services.credit.adapters.proto_mapping import account_to_proto, reservation_to_proto
 from services.credit.adapters.unit_of_work import SqlCreditUnitOfWork
 from services.credit.service_layer import handlers
-from shop.credit.v1 import credit_pb2, credit_service_pb2, credit_service_pb2_grpc
+from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def account_to_proto(stored: StoredAccount) -> credit_pb2.CreditAccount:
-    a = stored.account
-    return credit_pb2.CreditAccount(
-        customer_id=a.customer_id,
-        available=amount_to_proto(a.currency, a.available),
-        reserved=amount_to_proto(a.currency, a.reserved),
-        spent=amount_to_proto(a.currency, a.spent),
-        topped_up=amount_to_proto(a.currency, a.topped_up),
-        updated_at=timestamp(stored.updated_at),
-    )
-
-
-def reservation_to_proto(stored: StoredReservation) -> credit_pb2.Reservation:
-    r = stored.reservation
-    return credit_pb2.Reservation(
-        reservation_id=r.reservation_id,
-        customer_id=r.customer_id,
-        order_id=r.order_id,
-        amount=money_to_proto(r.amount),
-        state=credit_pb2.ReservationState.Value(f"RESERVATION_STATE_{r.state.value}"),
-        expires_at=timestamp(r.expires_at),
-        payment_id=r.payment_id,
-        created_at=timestamp(stored.created_at),
-        updated_at=timestamp(stored.updated_at),
-        release_reason=r.release_reason,
-    )
 
 
 class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):

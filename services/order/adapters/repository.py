@@ -10,7 +10,7 @@ from typing import Any
 
 from services.common.money import Money
 from services.common.paging import PageCursor
-from services.common.sql import Record, Sql
+from services.common.sql import Record, Sql, row_lock
 from services.order.domain.model import LineItem, Order, OrderStatus
 
 _COLUMNS = (
@@ -95,7 +95,7 @@ class OrderRepository:
         return _from_row(row)
 
     async def get(self, order_id: str, *, for_update: bool = False) -> StoredOrder | None:
-        lock = " FOR UPDATE" if for_update else ""
+        lock = row_lock(for_update)
         row = await self.conn.fetchrow(
             f"SELECT {_COLUMNS} FROM orders WHERE order_id = :id{lock}",
             {"id": order_id},

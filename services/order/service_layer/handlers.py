@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from services.common.errors import NotFound
+from services.common.errors import OrderNotFound
 from services.common.events import new_event
 from services.common.paging import PageCursor
 from services.common.proto_mapping import money_to_proto
@@ -14,13 +14,6 @@ from services.order.adapters.repository import StoredOrder
 from services.order.domain.model import LineItem, Order
 from services.order.service_layer.ports import OrderUnitOfWork
 from shop.order.v1 import events_pb2
-
-
-class OrderNotFound(NotFound):
-    def __init__(self, order_id: str) -> None:
-        super().__init__(
-            f"order {order_id} does not exist", "ORDER_NOT_FOUND", {"order_id": order_id}
-        )
 
 
 async def create_order(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from services.common.money import Money
 from services.common.paging import PageCursor
-from services.common.sql import Record, Sql
+from services.common.sql import Record, Sql, row_lock
 from services.payment.domain.model import (
     Payment,
     PaymentMethod,
@@ -100,7 +100,7 @@ class PaymentRepository:
         return _payment(row) if row is not None else None
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
-        lock = " FOR UPDATE" if for_update else ""
+        lock = row_lock(for_update)
         row = await self.conn.fetchrow(
             f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = :id{lock}",
             {"id": payment_id},
@@ -108,7 +108,7 @@ class PaymentRepository:
         return _payment(row) if row is not None else None
 
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
-        lock = " FOR UPDATE" if for_update else ""
+        lock = row_lock(for_update)
         row = await self.conn.fetchrow(
             f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = :id{lock}",
             {"id": order_id},

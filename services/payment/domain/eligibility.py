@@ -10,7 +10,6 @@ from services.common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
 )
 from services.common.money import Money
@@ -40,13 +39,6 @@ class HoldSnapshot:
     amount: Money
     state: str  # the hold's state, e.g. ACTIVE
     expires_at: datetime | None
-
-
-class OrderNotFound(NotFound):
-    def __init__(self, order_id: str) -> None:
-        super().__init__(
-            f"order {order_id} does not exist", "ORDER_NOT_FOUND", {"order_id": order_id}
-        )
 
 
 class OrderNotOwned(PermissionDenied):

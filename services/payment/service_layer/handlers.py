@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.common.errors import IdempotencyKeyReused, NotFound, Unavailable
+from services.common.errors import IdempotencyKeyReused, NotFound, OrderNotFound, Unavailable
 from services.common.events import new_event
 from services.common.grpc_client import DEFAULT_CALL_TIMEOUT, Deadline
 from services.common.money import Money
@@ -26,7 +26,6 @@ from services.payment.adapters.proto_mapping import method_to_proto
 from services.payment.adapters.repository import PaymentRepository, RefundRepository
 from services.payment.domain.eligibility import (
     CANCELLED_ORDER_STATUS,
-    OrderNotFound,
     OrderNotOwned,
     OrderNotPayable,
     ReservationNotActive,
