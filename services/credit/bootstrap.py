@@ -15,7 +15,7 @@ SERVICE_NAME = credit_service_pb2.DESCRIPTOR.services_by_name["CreditService"].f
 
 def build_spec(settings: CreditSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        api = CreditApi(runtime.unit_of_work)
+        api = CreditApi(runtime.unit_of_work, runtime.pager)
         sweeper = ExpirySweeper(runtime.unit_of_work, settings.expiry_sweep_seconds)
         return Wiring(
             register=[

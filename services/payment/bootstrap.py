@@ -40,7 +40,7 @@ def build_spec(settings: PaymentSettings) -> ServiceSpec:
             holds=GrpcHolds(create_channel(settings.credit_target, CREDIT_SERVICE, max_bytes, tls)),
             stale_after_seconds=STALE_AFTER_SECONDS + 3 * settings.gateway_latency_ms / 1000,
         )
-        api = PaymentApi(deps)
+        api = PaymentApi(deps, runtime.pager)
         settler = PendingSettler(deps, RECOVERY_INTERVAL_SECONDS)
         return Wiring(
             register=[
