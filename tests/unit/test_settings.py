@@ -39,3 +39,14 @@ def test_stream_replicas_default_to_one_and_are_bounded() -> None:
     for bad in ("0", "6", "three"):
         with pytest.raises(SettingsError, match="JETSTREAM_REPLICAS"):
             CreditSettings.from_env({**base, "JETSTREAM_REPLICAS": bad})
+
+
+def test_the_gateway_timeout_is_read_and_must_exceed_the_latency() -> None:
+    base = {"DATABASE_URL": "postgresql://db/x"}
+    assert PaymentSettings.from_env(base).gateway_timeout_seconds == 10.0
+    settings = PaymentSettings.from_env({**base, "PAYMENT_GATEWAY_TIMEOUT_SECONDS": "2.5"})
+    assert settings.gateway_timeout_seconds == 2.5
+    with pytest.raises(SettingsError, match="PAYMENT_GATEWAY_TIMEOUT_SECONDS must exceed"):
+        PaymentSettings.from_env(
+            {**base, "PAYMENT_GATEWAY_TIMEOUT_SECONDS": "1", "PAYMENT_GATEWAY_LATENCY_MS": "1000"}
+        )
