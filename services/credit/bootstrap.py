@@ -22,7 +22,7 @@ def prune_rules(retention: Retention) -> list[PruneRule]:
 
 def build_spec(settings: CreditSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        api = CreditApi(runtime.unit_of_work)
+        api = CreditApi(runtime.unit_of_work, runtime.pager)
         sweeper = ExpirySweeper(runtime.unit_of_work, settings.expiry_sweep_seconds)
         return Wiring(
             register=[

@@ -15,7 +15,7 @@ SERVICE_NAME = order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].ful
 
 def build_spec(settings: OrderSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
-        api = OrderApi(runtime.unit_of_work)
+        api = OrderApi(runtime.unit_of_work, runtime.pager)
         return Wiring(
             register=[
                 lambda server: order_service_pb2_grpc.add_OrderServiceServicer_to_server(

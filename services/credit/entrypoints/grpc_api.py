@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from services.common.idempotency import run_idempotent
-from services.common.paging import decode_page_token, next_page_token
+from services.common.paging import PageCursor, Pager
 from services.common.proto_mapping import amount_to_proto, money_to_proto, timestamp
 from services.common.uow import UnitOfWork
 from services.common.validation import Validator
@@ -48,9 +48,14 @@ def reservation_to_proto(stored: StoredReservation) -> credit_pb2.Reservation:
     )
 
 
+def _cursor(stored: StoredReservation) -> PageCursor:
+    return stored.cursor
+
+
 class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
-    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
+    def __init__(self, unit_of_work: Callable[[], UnitOfWork], pager: Pager) -> None:
         self.unit_of_work = unit_of_work
+        self.pager = pager
 
     async def TopUpCredits(
         self, request: credit_service_pb2.TopUpCreditsRequest, context: Context
@@ -105,11 +110,10 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
         page_size = v.page_size("page_size", request.page_size)
         v.check()
         query = f"customer_id={customer_id}"
-        after = decode_page_token(request.page_token, query)
+        after = self.pager.decode(request.page_token, query)
         async with self.unit_of_work().autocommit() as uow:
             rows = await handlers.list_reservations(uow, str(customer_id), after, page_size + 1)
-        count, token = next_page_token([row.cursor for row in rows], page_size, query)
+        reservations, token = self.pager.page(rows, page_size, query, _cursor, reservation_to_proto)
         return credit_service_pb2.ListReservationsResponse(
-            reservations=[reservation_to_proto(row) for row in rows[:count]],
-            next_page_token=token,
+            reservations=reservations, next_page_token=token
         )

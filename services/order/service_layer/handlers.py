@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from services.common.errors import NotFound
 from services.common.events import new_event
-from services.common.paging import PageCursor
+from services.common.paging import Fetched, PageCursor
 from services.common.proto_mapping import money_to_proto
 from services.common.uow import UnitOfWork
 from services.order.adapters.proto_mapping import items_to_proto
@@ -49,7 +49,7 @@ async def get_order(uow: UnitOfWork, order_id: str) -> StoredOrder:
 
 async def list_orders(
     uow: UnitOfWork, customer_id: str, after: PageCursor | None, limit: int
-) -> list[StoredOrder]:
+) -> Fetched[StoredOrder]:
     return await OrderRepository(uow.conn).list_for_customer(customer_id, after, limit)
 
 
