@@ -28,6 +28,7 @@ from services.common.jetstream import Messaging
 from services.common.logs import configure_logging
 from services.common.migrator import Migration, core_migrations, migrate
 from services.common.outbox import OutboxRelay
+from services.common.paging import Pager
 from services.common.retention import Pruner, PruneRule, core_rules
 from services.common.security import AuthorizationInterceptor, server_credentials
 from services.common.settings import CoreSettings, SettingsError
@@ -66,6 +67,10 @@ class Runtime:
     def units_of_work(self, kind: type[U]) -> Callable[[], U]:
         """A factory of the service's own kind of unit of work (with its repositories)."""
         return lambda: kind(self.engine, self.source, self.relay.wake)
+
+    @property
+    def pager(self) -> Pager:
+        return Pager(self.settings.page_token_key, self.settings.max_message_bytes)
 
 
 @dataclass

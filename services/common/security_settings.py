@@ -38,15 +38,19 @@ SECURITY_VARIABLES = frozenset(
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ***; safe to log."""
+    """The URL with its password (if any) replaced by ***; safe to log. Outside a database
+    URL a user without a password is a token (nats://TOKEN@host, as nats-py reads it): ***
+    too; a database user alone is no secret (`make run` prints where to connect)."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        token = parts.username is not None and not parts.scheme.startswith("postgres")
+        if parts.password is None and not token:
             return url
         host = parts.hostname or ""
         if ":" in host:
             host = f"[{host}]"
-        netloc = f"{parts.username or ''}:***@{host}"
+        user = "" if parts.password is None else f"{parts.username or ''}:"
+        netloc = f"{user}***@{host}"
         if parts.port is not None:
             netloc += f":{parts.port}"
         return urlunsplit(parts._replace(netloc=netloc))

@@ -8,8 +8,15 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from services.common import eventloop
+from services.common.paging import derived_key
 from services.common.retention import Retention
-from services.common.security_settings import AuthzPolicy, GrpcTls, NatsSecurity, redact_url
+from services.common.security_settings import (
+    AuthzPolicy,
+    GrpcTls,
+    NatsSecurity,
+    redact_url,
+    redact_urls,
+)
 
 
 class SettingsError(Exception):
@@ -96,6 +103,15 @@ class Env:
                 )
         return raw
 
+    def page_token_key(self, name: str = "PAGE_TOKEN_KEY") -> bytes:
+        """The key as bytes; b"" when unset. Short keys are refused (they can be guessed)."""
+        raw = self.environ.get(name, "").strip()
+        if raw and len(raw) < 32:
+            self.problems.append(
+                f"{name} must be at least 32 characters (e.g. openssl rand -hex 32)"
+            )
+        return raw.encode()
+
     def done(self) -> None:
         if self.problems:
             raise SettingsError(self.problems)
@@ -124,15 +140,30 @@ class CoreSettings:
     nats_security: NatsSecurity = field(default_factory=NatsSecurity)
     # How long streams, outbox, inbox and request ids keep things (services/common/retention.py)
     retention: Retention = field(default_factory=Retention)
+    # HMAC key of page tokens (services/common/paging.py): PAGE_TOKEN_KEY, the same on every
+    # replica; unset, derived from the database URL (which every replica shares).
+    page_token_key: bytes = b""
+
+    def __repr__(self) -> str:  # the URLs without their passwords, never the key
+        shown = {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name != "page_token_key"
+        }
+        shown["database_url"] = redact_url(self.database_url)
+        shown["nats_url"] = redact_urls(self.nats_url)
+        fields = ", ".join(f"{name}={value!r}" for name, value in shown.items())
+        return f"CoreSettings({fields}, page_token_key=***)"
 
     @classmethod
     def read(cls, env: Env, service: str, default_port: int) -> CoreSettings:
         grpc_tls = GrpcTls.read(env)
+        database_url = env.database_url()
         return cls(
             service=service,
             host=env.text("GRPC_HOST", "[::]"),
             port=env.integer(f"{service.upper()}_PORT", default_port, minimum=0, maximum=65535),
-            database_url=env.database_url(),
+            database_url=database_url,
             nats_url=env.nats_url(),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format=env.choice("LOG_FORMAT", "json", ("json", "text")),
@@ -149,4 +180,5 @@ class CoreSettings:
             authz=AuthzPolicy.read(env, grpc_tls),
             nats_security=NatsSecurity.read(env),
             retention=Retention.read(env),
+            page_token_key=env.page_token_key() or derived_key(database_url),
         )

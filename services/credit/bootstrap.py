@@ -24,7 +24,7 @@ def prune_rules(retention: Retention) -> list[PruneRule]:
 def build_spec(settings: CreditSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
         unit_of_work = runtime.units_of_work(SqlCreditUnitOfWork)
-        api = CreditApi(unit_of_work)
+        api = CreditApi(unit_of_work, runtime.pager)
         sweeper = ExpirySweeper(unit_of_work, settings.expiry_sweep_seconds)
         return Wiring(
             register=[

@@ -17,7 +17,7 @@ SERVICE_NAME = order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].ful
 def build_spec(settings: OrderSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
         unit_of_work = runtime.units_of_work(SqlOrderUnitOfWork)
-        api = OrderApi(unit_of_work)
+        api = OrderApi(unit_of_work, runtime.pager)
         return Wiring(
             register=[
                 lambda server: order_service_pb2_grpc.add_OrderServiceServicer_to_server(

@@ -46,8 +46,9 @@ def build_spec(settings: PaymentSettings) -> ServiceSpec:
             orders=GrpcOrders(create_channel(settings.order_target, ORDER_SERVICE, max_bytes, tls)),
             holds=GrpcHolds(create_channel(settings.credit_target, CREDIT_SERVICE, max_bytes, tls)),
             stale_after_seconds=STALE_AFTER_SECONDS + 3 * settings.gateway_latency_ms / 1000,
+            gateway_timeout_seconds=settings.gateway_timeout_seconds,
         )
-        api = PaymentApi(deps)
+        api = PaymentApi(deps, runtime.pager)
         settler = PendingSettler(deps, RECOVERY_INTERVAL_SECONDS)
         return Wiring(
             register=[

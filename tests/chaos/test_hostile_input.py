@@ -9,6 +9,8 @@ generates requests for every RPC from the proto descriptors.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +31,7 @@ from shop.payment.v1 import payment_pb2, payment_service_pb2
 from tests.chaos.cluster import Cluster
 from tests.chaos.conftest import Chaos
 from tests.chaos.events import publish_raw
-from tests.chaos.load import create_order, order_until, saga, top_up
+from tests.chaos.load import create_order, order_until, retrying, saga, top_up
 from tests.e2e.conftest import rich_status
 from tests.e2e.shop import new_id, usd
 
@@ -60,6 +62,10 @@ TABLES = (
     "payments.idempotency_keys",
 )
 INT64 = 2**63 - 1
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def methods() -> list[tuple[str, MethodDescriptor]]:
@@ -404,6 +410,34 @@ async def test_9_hostile_input_on_every_rpc(chaos: Chaos) -> None:
             ),
         )
 
+        # Crafted page tokens: wrong types, deep nesting, a forged signature, far too long.
+        crafted = {
+            "wrong types": _b64(b'{"t": 1, "i": [2], "q": {"x": 3}}'),
+            "nested": _b64(b"[" * 5000 + b"]" * 5000),
+            "forged": _b64(b'{"t":"2026-01-01T00:00:00+00:00","i":"x","q":"y"}') + "." + "A" * 43,
+            "long": "A" * 100_000,
+        }
+        for kind, token in crafted.items():
+            case(
+                f"ListOrders token {kind}",
+                functools.partial(
+                    oa.ListOrders, orq.ListOrdersRequest(customer_id=customer, page_token=token)
+                ),
+            )
+            case(
+                f"ListReservations token {kind}",
+                functools.partial(
+                    ca.ListReservations,
+                    cr.ListReservationsRequest(customer_id=customer, page_token=token),
+                ),
+            )
+            case(
+                f"ListPayments token {kind}",
+                functools.partial(
+                    pa.ListPayments, pr.ListPaymentsRequest(customer_id=customer, page_token=token)
+                ),
+            )
+
         refused: dict[str, grpc.StatusCode] = {}
         for what, rpc, codes in cases:
             with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -455,6 +489,32 @@ async def test_9_hostile_input_on_every_rpc(chaos: Chaos) -> None:
         await top_up(shop, tracker, other, 10_000)
         assert await saga(shop, tracker, other, 2_000) == order_pb2.ORDER_STATUS_PAID
         chaos.sagas()
+
+        # An oversized list: 64 orders of 500 items with the longest SKUs (about 4.5 MB) asked
+        # for in one page of 1000 come in smaller pages that fit, each order once.
+        lister = shop.new_customer()
+        items = [
+            order_pb2.OrderItem(sku=f"{n:03d}".ljust(128, "S"), quantity=1, unit_price=usd(1))
+            for n in range(500)
+        ]
+        big: list[str] = []
+        for _ in range(64):
+            request = orq.CreateOrderRequest(customer_id=lister, items=items, request_id=new_id())
+            big.append(
+                (await retrying(functools.partial(oa.CreateOrder, request), tracker)).order.order_id
+            )
+        listed: list[str] = []
+        token = ""
+        while True:
+            page = await oa.ListOrders(
+                orq.ListOrdersRequest(customer_id=lister, page_size=1000, page_token=token)
+            )
+            assert page.ByteSize() <= 4 * 1024 * 1024
+            listed += [o.order_id for o in page.orders]
+            token = page.next_page_token
+            if not token:
+                break
+        assert listed == list(reversed(big))
 
 
 # -- property-based: requests generated from the proto descriptors ---------------------------

@@ -19,6 +19,7 @@ from tests.deploy.services_spec import SERVICES
 from tests.security.certs import make_pki
 
 PLACEHOLDER_DATABASE_URL = "postgresql://user:secret@db.example.internal:5432/shop"
+PLACEHOLDERS = {"DATABASE_URL": PLACEHOLDER_DATABASE_URL, "PAGE_TOKEN_KEY": "0" * 64}
 IMAGE_USER = 10001  # the Dockerfile's USER (tests/deploy/test_dockerfile.py checks it)
 DOCKER_ENTRYPOINT = "/opt/venv/bin/shop-entrypoint"  # the Dockerfile's ENTRYPOINT
 # Where the production overlay mounts a service's certificate Secret (cert-manager's keys
@@ -68,7 +69,7 @@ def resolved_env(rendered: Rendered, c: Obj) -> dict[str, str]:
         elif "secretKeyRef" in source:
             value = rendered.secret_value(source["secretKeyRef"])
             # A Secret made outside the repository (production) gets a stand-in value.
-            env[name] = PLACEHOLDER_DATABASE_URL if value is None else value
+            env[name] = PLACEHOLDERS[name] if value is None else value
         else:
             raise AssertionError(f"{name}: unsupported source {source}")
     return env
@@ -148,6 +149,18 @@ def test_database_url_comes_from_a_secret(rendered: Rendered) -> None:
             assert ref["name"] == "shop-database"
         else:
             assert rendered.secret_value(ref) is not None
+
+
+def test_page_token_key_comes_from_the_database_secret(rendered: Rendered) -> None:
+    """One key for every replica (a token one pod issued is checked by another), kept secret."""
+    for _, c, _ in service_containers(rendered):
+        (item,) = [e for e in c["env"] if e["name"] == "PAGE_TOKEN_KEY"]
+        ref = item["valueFrom"]["secretKeyRef"]
+        (database,) = [e for e in c["env"] if e["name"] == "DATABASE_URL"]
+        assert ref["name"] == database["valueFrom"]["secretKeyRef"]["name"]  # one Secret
+        assert ref["key"] == "PAGE_TOKEN_KEY"
+        if rendered.overlay != "production":
+            assert len(rendered.secret_value(ref) or "") >= 32
 
 
 def test_logs_are_json(rendered: Rendered) -> None:

@@ -6,6 +6,8 @@ accept either legal outcome and check that the end state is consistent."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import TypeAlias
@@ -18,6 +20,7 @@ from google.protobuf.message import Message
 
 from services.common.events import envelope, new_event
 from services.localmesh.mesh import LocalMesh
+from services.order.domain.model import MAX_ITEMS, MAX_SKU_LENGTH
 from shop.common.v1.money_pb2 import Money
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
@@ -29,6 +32,7 @@ pytestmark = pytest.mark.e2e
 # The async stub type exists only in the generated .pyi.
 Stub: TypeAlias = "order_service_pb2_grpc.OrderServiceAsyncStub"
 OPEN = (order_pb2.ORDER_STATUS_PENDING, order_pb2.ORDER_STATUS_RESERVED)
+GRPC_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the default the mesh runs with
 
 
 def new_id() -> str:
@@ -280,6 +284,52 @@ async def test_a_page_token_of_another_customer_is_invalid(orders: Stub) -> None
     assert token
     error = await failed_call(list_page(orders, new_id(), page_size=1, page_token=token))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def crafted(payload: bytes) -> str:
+    """A page token made by hand, in the shape the service's tokens once had."""
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "page_token",
+    [
+        crafted(json.dumps({"t": "2026-01-01T00:00:00+00:00", "i": 5, "q": "x"}).encode()),
+        crafted(json.dumps({"t": ["2026"], "i": str(uuid.uuid4()), "q": "x"}).encode()),
+        crafted(json.dumps({"t": "2026-01-01T00:00:00", "i": str(uuid.uuid4()), "q": 1}).encode()),
+        crafted(b"[" * 5000 + b"]" * 5000),
+        crafted(b"{}") + "." + crafted(b"\x00" * 32),
+    ],
+    ids=["int-id", "list-time", "naive-time", "nested", "bad-signature"],
+)
+async def test_a_crafted_page_token_is_invalid(orders: Stub, page_token: str) -> None:
+    error = await failed_call(list_page(orders, new_id(), 0, page_token))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+    _, bad = rich_status(error)
+    assert bad is not None
+    assert [v.field for v in bad.field_violations] == ["page_token"]
+
+
+async def test_a_list_of_big_orders_comes_in_pages_that_fit(orders: Stub) -> None:
+    """64 orders of MAX_ITEMS items with the longest SKUs are about 4.5 MB: a page of 1000
+    would not fit in one 4 MiB message. Smaller pages come instead, each order once."""
+    customer = new_id()
+    big = [item(sku=f"{n:03d}".ljust(MAX_SKU_LENGTH, "S"), minor=1) for n in range(MAX_ITEMS)]
+    created = [(await create(orders, customer, *big)).order_id for _ in range(64)]
+    seen: list[str] = []
+    sizes: list[int] = []
+    token = ""
+    while True:
+        page = await list_page(orders, customer, page_size=1000, page_token=token)
+        assert page.ByteSize() <= GRPC_MAX_MESSAGE_BYTES
+        sizes.append(len(page.orders))
+        seen += [o.order_id for o in page.orders]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(sizes) > 1
+    assert all(size >= 1 for size in sizes)
+    assert seen == list(reversed(created))  # every order once, newest first
 
 
 async def test_list_orders_needs_a_customer(orders: Stub) -> None:

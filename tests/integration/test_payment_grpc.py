@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.errors import NotFound
 from services.common.grpc_client import create_channel
 from services.common.grpc_server import GrpcServer, create_server
+from services.common.paging import Pager
 from services.common.uow import UnitOfWork
 from services.payment.adapters.dependencies import GrpcHolds, GrpcOrders
 from services.payment.adapters.simulator import SimulatedGateway
@@ -174,7 +175,8 @@ async def start(
             orders=GrpcOrders(order_channel),
             holds=GrpcHolds(credit_channel),
             retry=RetryPolicy(sleep=no_sleep),
-        )
+        ),
+        Pager(b"test page token key, 32 bytes..", 4 * 1024 * 1024),
     )
     payment = await create_server(
         "127.0.0.1:0",

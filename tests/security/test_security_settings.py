@@ -164,3 +164,46 @@ def test_security_variables_lists_exactly_what_is_read() -> None:
         read, _ = spec.reads({})
         security = {n for n in read if n.startswith(("GRPC_TLS_", "GRPC_AUTHZ_", "NATS_"))}
         assert security - {"NATS_URL"} == SECURITY_VARIABLES
+
+
+def test_a_token_in_the_url_is_redacted() -> None:
+    """nats://TOKEN@host: nats-py sends a user without a password as a token."""
+    assert redact_url("nats://s3cr3t-t0ken@nats:4222") == "nats://***@nats:4222"
+    assert redact_url("tls://s3cr3t-t0ken@nats:4222") == "tls://***@nats:4222"
+    assert redact_urls("nats://s3cr3t-t0ken@h1:1,nats://h2:2") == "nats://***@h1:1,nats://h2:2"
+    # A database user alone is no secret (make run prints where to connect).
+    assert redact_url("postgresql://shop@db:5432/shop") == "postgresql://shop@db:5432/shop"
+    found = problems({"NATS_URL": "http://s3cr3t-t0ken@nats:4222"})  # a wrong scheme too
+    assert not any("s3cr3t" in p for p in found)
+    assert any("http://***@nats:4222" in p for p in found)
+
+
+def test_the_settings_repr_shows_no_password_token_or_key() -> None:
+    settings = PaymentSettings.from_env(
+        {
+            "DATABASE_URL": "postgresql://shop:db-s3cr3t@db:5432/shop",
+            "NATS_URL": "nats://nats-t0ken@nats:4222,nats://u:nats-s3cr3t@nats2:4222",
+            "PAGE_TOKEN_KEY": "page-key-" + "x" * 40,
+        }
+    )
+    shown = repr(settings)
+    for secret in ("db-s3cr3t", "nats-t0ken", "nats-s3cr3t", "page-key-"):
+        assert secret not in shown
+    assert "postgresql+asyncpg://shop:***@db:5432/shop" in shown
+    assert "nats://***@nats:4222,nats://u:***@nats2:4222" in shown
+    assert settings.core.database_url == "postgresql+asyncpg://shop:db-s3cr3t@db:5432/shop"
+
+
+def test_the_page_token_key_is_set_or_derived_from_the_database_url() -> None:
+    key = "k" * 40
+    assert OrderSettings.from_env({**BASE, "PAGE_TOKEN_KEY": key}).core.page_token_key == (
+        key.encode()
+    )
+    derived = OrderSettings.from_env(BASE).core.page_token_key
+    assert len(derived) == 32  # every replica on this database derives the same key ...
+    assert derived == OrderSettings.from_env(BASE).core.page_token_key
+    other = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:2/postgres"}
+    assert OrderSettings.from_env(other).core.page_token_key != derived  # ... no one else
+    found = problems({"PAGE_TOKEN_KEY": "too-short"})
+    assert any("PAGE_TOKEN_KEY must be at least 32 characters" in p for p in found)
+    assert not any("too-short" in p for p in found)

@@ -79,3 +79,14 @@ def test_streams_keep_at_least_the_duplicate_window_and_a_sane_size() -> None:
             CreditSettings.from_env({**base, name: bad})
     sized = CreditSettings.from_env({**base, "STREAM_MAX_BYTES": str(2**34)})
     assert sized.core.retention.stream_max_bytes == 2**34
+
+
+def test_the_gateway_timeout_is_read_and_must_exceed_the_latency() -> None:
+    base = {"DATABASE_URL": "postgresql://db/x"}
+    assert PaymentSettings.from_env(base).gateway_timeout_seconds == 10.0
+    settings = PaymentSettings.from_env({**base, "PAYMENT_GATEWAY_TIMEOUT_SECONDS": "2.5"})
+    assert settings.gateway_timeout_seconds == 2.5
+    with pytest.raises(SettingsError, match="PAYMENT_GATEWAY_TIMEOUT_SECONDS must exceed"):
+        PaymentSettings.from_env(
+            {**base, "PAYMENT_GATEWAY_TIMEOUT_SECONDS": "1", "PAYMENT_GATEWAY_LATENCY_MS": "1000"}
+        )

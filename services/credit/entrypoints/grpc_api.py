@@ -8,9 +8,10 @@ from typing import Any
 import grpc
 
 from services.common.idempotency import run_idempotent
-from services.common.paging import decode_page_token, next_page_token
+from services.common.paging import PageCursor, Pager
 from services.common.validation import Validator
 from services.credit.adapters.proto_mapping import account_to_proto, reservation_to_proto
+from services.credit.adapters.reservations import StoredReservation
 from services.credit.adapters.unit_of_work import SqlCreditUnitOfWork
 from services.credit.service_layer import handlers
 from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
@@ -18,9 +19,14 @@ from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def _cursor(stored: StoredReservation) -> PageCursor:
+    return stored.cursor
+
+
 class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
-    def __init__(self, unit_of_work: Callable[[], SqlCreditUnitOfWork]) -> None:
+    def __init__(self, unit_of_work: Callable[[], SqlCreditUnitOfWork], pager: Pager) -> None:
         self.unit_of_work = unit_of_work
+        self.pager = pager
 
     async def TopUpCredits(
         self, request: credit_service_pb2.TopUpCreditsRequest, context: Context
@@ -75,11 +81,10 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
         page_size = v.page_size("page_size", request.page_size)
         v.check()
         query = f"customer_id={customer_id}"
-        after = decode_page_token(request.page_token, query)
+        after = self.pager.decode(request.page_token, query)
         async with self.unit_of_work().autocommit() as uow:
             rows = await handlers.list_reservations(uow, str(customer_id), after, page_size + 1)
-        count, token = next_page_token([row.cursor for row in rows], page_size, query)
+        reservations, token = self.pager.page(rows, page_size, query, _cursor, reservation_to_proto)
         return credit_service_pb2.ListReservationsResponse(
-            reservations=[reservation_to_proto(row) for row in rows[:count]],
-            next_page_token=token,
+            reservations=reservations, next_page_token=token
         )

@@ -9,9 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from services.common.money import Money
-from services.common.paging import PageCursor
+from services.common.paging import Fetched, PageCursor
 from services.common.sql import Record, Sql, row_lock
 from services.order.domain.model import LineItem, Order, OrderStatus
+
+# Items loaded at most for one page of ListOrders (about 1.5 MB at the longest SKUs): at
+# least 20 orders of MAX_ITEMS, the rest of a page comes with the next token.
+FETCH_MAX_ITEMS = 10_000
 
 _COLUMNS = (
     "order_id, customer_id, currency, total, status, reservation_id, payment_id,"
@@ -122,18 +126,33 @@ class OrderRepository:
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
-    ) -> list[StoredOrder]:
+    ) -> Fetched[StoredOrder]:
+        """Up to `limit` orders, newest first, stopping once FETCH_MAX_ITEMS items are loaded
+        (the first order always comes): a page of big orders is never loaded whole."""
         keyset = " AND (created_at, order_id) < (:after_at, :after_id)" if after else ""
         rows = await self.conn.fetch(
             (
-                f"SELECT {_COLUMNS} FROM orders WHERE customer_id = :customer{keyset}"
+                "WITH page AS ("
+                " SELECT order_id, created_at, jsonb_array_length(items) AS n FROM orders"
+                f" WHERE customer_id = :customer{keyset}"
                 " ORDER BY created_at DESC, order_id DESC LIMIT :limit"
+                "), counted AS ("
+                " SELECT order_id, count(*) OVER () AS fetched,"
+                " sum(n) OVER (ORDER BY created_at DESC, order_id DESC) - n AS items_before"
+                " FROM page"
+                f") SELECT {_COLUMNS}, counted.fetched FROM orders JOIN counted USING (order_id)"
+                " WHERE counted.items_before < :max_items"
+                " ORDER BY created_at DESC, order_id DESC"
             ),
             {
                 "customer": customer_id,
                 "limit": limit,
+                "max_items": FETCH_MAX_ITEMS,
                 "after_at": after.created_at if after else None,
                 "after_id": after.id if after else None,
             },
         )
-        return [_from_row(row) for row in rows]
+        return Fetched(
+            [_from_row(row) for row in rows],
+            cut_short=bool(rows) and len(rows) < rows[0]["fetched"],
+        )

@@ -9,9 +9,10 @@ import grpc
 
 from services.common.idempotency import run_idempotent
 from services.common.money import DEFAULT_CURRENCY, is_known_currency
-from services.common.paging import decode_page_token, next_page_token
+from services.common.paging import PageCursor, Pager
 from services.common.validation import Validator
 from services.order.adapters.proto_mapping import order_to_proto
+from services.order.adapters.repository import StoredOrder
 from services.order.adapters.unit_of_work import SqlOrderUnitOfWork
 from services.order.domain.model import (
     MAX_ITEMS,
@@ -73,9 +74,14 @@ def validate_items(v: Validator, items: Sequence[order_pb2.OrderItem]) -> list[L
     return parsed
 
 
+def _cursor(stored: StoredOrder) -> PageCursor:
+    return stored.cursor
+
+
 class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
-    def __init__(self, unit_of_work: Callable[[], SqlOrderUnitOfWork]) -> None:
+    def __init__(self, unit_of_work: Callable[[], SqlOrderUnitOfWork], pager: Pager) -> None:
         self.unit_of_work = unit_of_work
+        self.pager = pager
 
     async def CreateOrder(
         self, request: order_service_pb2.CreateOrderRequest, context: Context
@@ -119,13 +125,18 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         page_size = v.page_size("page_size", request.page_size)
         v.check()
         query = f"customer_id={customer_id}"
-        after = decode_page_token(request.page_token, query)
+        after = self.pager.decode(request.page_token, query)
         async with self.unit_of_work().autocommit() as uow:
-            rows = await handlers.list_orders(uow, str(customer_id), after, page_size + 1)
-        count, token = next_page_token([row.cursor for row in rows], page_size, query)
-        return order_service_pb2.ListOrdersResponse(
-            orders=[order_to_proto(row) for row in rows[:count]], next_page_token=token
+            fetched = await handlers.list_orders(uow, str(customer_id), after, page_size + 1)
+        orders, token = self.pager.page(
+            fetched.rows,
+            page_size,
+            query,
+            _cursor,
+            order_to_proto,
+            cut_short=fetched.cut_short,
         )
+        return order_service_pb2.ListOrdersResponse(orders=orders, next_page_token=token)
 
     async def CancelOrder(
         self, request: order_service_pb2.CancelOrderRequest, context: Context

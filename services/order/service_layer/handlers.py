@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from services.common.errors import OrderNotFound
 from services.common.events import new_event
-from services.common.paging import PageCursor
+from services.common.paging import Fetched, PageCursor
 from services.common.proto_mapping import money_to_proto
 from services.order.adapters.proto_mapping import items_to_proto
 from services.order.adapters.repository import StoredOrder
@@ -44,7 +44,7 @@ async def get_order(uow: OrderUnitOfWork, order_id: str) -> StoredOrder:
 
 async def list_orders(
     uow: OrderUnitOfWork, customer_id: str, after: PageCursor | None, limit: int
-) -> list[StoredOrder]:
+) -> Fetched[StoredOrder]:
     return await uow.orders.list_for_customer(customer_id, after, limit)
 
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
-from services.common.paging import PageCursor
+from services.common.paging import Fetched, PageCursor
 from services.order.adapters.repository import StoredOrder
 from services.order.domain.model import Order
 
@@ -25,7 +25,9 @@ class Orders(Protocol):
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
-    ) -> list[StoredOrder]: ...
+    ) -> Fetched[StoredOrder]:
+        """Up to `limit` orders, newest first (fewer when their items reach the store's bound)."""
+        ...
 
 
 class OrderUnitOfWork(Protocol):

@@ -9,7 +9,7 @@ import grpc
 
 from services.common.grpc_client import Deadline
 from services.common.idempotency import RequestLedger, fingerprint
-from services.common.paging import decode_page_token, next_page_token
+from services.common.paging import Pager
 from services.common.uow import UnitOfWork
 from services.common.validation import Validator
 from services.payment.adapters.proto_mapping import (
@@ -36,8 +36,9 @@ def process_response(payment: Payment) -> payment_service_pb2.ProcessPaymentResp
 
 
 class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, deps: handlers.Dependencies) -> None:
+    def __init__(self, deps: handlers.Dependencies, pager: Pager) -> None:
         self.deps = deps
+        self.pager = pager
         self.ledger = RequestLedger(deps.unit_of_work)
 
     @property
@@ -107,13 +108,11 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         order = str(order_id) if order_id else None
         customer = str(customer_id) if customer_id else None
         query = f"order_id={order or ''}&customer_id={customer or ''}"
-        after = decode_page_token(request.page_token, query)
+        after = self.pager.decode(request.page_token, query)
         async with self.unit_of_work().autocommit() as uow:
             rows = await handlers.list_payments(uow, order, customer, after, page_size + 1)
-        count, token = next_page_token([cursor_of(p) for p in rows], page_size, query)
-        return payment_service_pb2.ListPaymentsResponse(
-            payments=[payment_to_proto(p) for p in rows[:count]], next_page_token=token
-        )
+        payments, token = self.pager.page(rows, page_size, query, cursor_of, payment_to_proto)
+        return payment_service_pb2.ListPaymentsResponse(payments=payments, next_page_token=token)
 
     async def RefundPayment(
         self, request: payment_service_pb2.RefundPaymentRequest, context: Context

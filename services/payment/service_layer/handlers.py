@@ -115,6 +115,10 @@ class Dependencies:
     # outcome and one event).
     stale_after_seconds: float = 10.0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # One gateway call's bound (PAYMENT_GATEWAY_TIMEOUT_SECONDS): a charge that times out
+    # has an unknown outcome and stays PENDING for recovery (it may have been taken).
+    gateway_timeout_seconds: float = 10.0
+    recovery_concurrency: int = 8  # payments (and refunds) recovery settles at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +209,9 @@ async def process_payment(deps: Dependencies, cmd: ProcessPayment, deadline: Dea
 
 async def settle_payment(deps: Dependencies, payment: Payment) -> Payment:
     """Charge a PENDING payment and record the outcome with its event, once."""
-    outcome = await charge_with_retries(deps.gateway, payment, deps.retry)
+    outcome = await charge_with_retries(
+        deps.gateway, payment, deps.retry, deps.gateway_timeout_seconds
+    )
     payment.settle(outcome, at=deps.clock())
     event = _succeeded(payment) if payment.is_charged else _failed(payment)
     # One statement, its event in it (no BEGIN/COMMIT); a payment settled meanwhile
@@ -228,14 +234,20 @@ async def settle_payment(deps: Dependencies, payment: Payment) -> Payment:
 
 
 async def charge_with_retries(
-    gateway: PaymentGateway, payment: Payment, policy: RetryPolicy
+    gateway: PaymentGateway, payment: Payment, policy: RetryPolicy, call_seconds: float = 10.0
 ) -> ChargeOutcome:
     """Retry a processor that is unavailable; if it stays so, the payment fails with
-    PROCESSING_ERROR (DESIGN §3) rather than hanging PENDING."""
+    PROCESSING_ERROR (DESIGN §3) rather than hanging PENDING. A call that times out may
+    have charged: retried too (idempotent by payment id), and if no attempt answers, the
+    outcome is unknown: GatewayDown, the payment stays PENDING and recovery charges it
+    again later, as after a crash. The processor's words are logged, never recorded."""
     delays = policy.delays()
+    last: GatewayUnavailable | None = None
+    timed_out = False
     for attempt in range(policy.attempts):
         try:
-            return await gateway.charge(payment.payment_id, payment.amount, payment.method)
+            async with asyncio.timeout(call_seconds):
+                return await gateway.charge(payment.payment_id, payment.amount, payment.method)
         except GatewayUnavailable as error:
             last = error
             log.warning(
@@ -245,15 +257,24 @@ async def charge_with_retries(
                 policy.attempts,
                 error,
             )
-            if attempt < len(delays):
-                await policy.sleep(delays[attempt])
+        except TimeoutError:
+            timed_out = True
+            log.warning(
+                "gateway did not answer within %.1fs for payment %s (attempt %d of %d)",
+                call_seconds,
+                payment.payment_id,
+                attempt + 1,
+                policy.attempts,
+            )
+        if attempt < len(delays):
+            await policy.sleep(delays[attempt])
+    if timed_out or last is None:
+        raise GatewayDown("payment")
     return ChargeOutcome(
         succeeded=False,
         error_code=PROCESSING_ERROR,
         error_message="The payment processor is unavailable",
-        failure_reason=(
-            f"The payment gateway was unavailable after {policy.attempts} attempts: {last}"
-        ),
+        failure_reason=f"The payment gateway was unavailable after {policy.attempts} attempts",
         is_simulated=last.is_simulated,
         simulated_response=last.response,
     )
@@ -404,7 +425,9 @@ async def _earlier_refund(uow: UnitOfWork, cmd: RefundPayment) -> tuple[Refund, 
 
 
 async def settle_refund(deps: Dependencies, refund: Refund) -> tuple[Refund, Payment]:
-    outcome = await refund_with_retries(deps.gateway, refund, deps.retry)
+    outcome = await refund_with_retries(
+        deps.gateway, refund, deps.retry, deps.gateway_timeout_seconds
+    )
     refund.settle(outcome)
     async with deps.unit_of_work() as uow:
         payments, refunds = PaymentRepository(uow.conn), RefundRepository(uow.conn)
@@ -424,16 +447,19 @@ async def settle_refund(deps: Dependencies, refund: Refund) -> tuple[Refund, Pay
 
 
 async def refund_with_retries(
-    gateway: PaymentGateway, refund: Refund, policy: RetryPolicy
+    gateway: PaymentGateway, refund: Refund, policy: RetryPolicy, call_seconds: float = 10.0
 ) -> RefundOutcome:
     """Unlike a charge, a refund the processor could not take stays PENDING (the money is
     owed): the caller gets UNAVAILABLE, and a retry or the recovery job completes it."""
     delays = policy.delays()
     for attempt in range(policy.attempts):
         try:
-            return await gateway.refund(refund.refund_id, refund.payment_id, refund.amount)
-        except GatewayUnavailable as error:
-            log.warning("gateway unavailable for refund %s: %s", refund.refund_id, error)
+            async with asyncio.timeout(
+                call_seconds
+            ):  # a timeout: an outage, the refund stays PENDING
+                return await gateway.refund(refund.refund_id, refund.payment_id, refund.amount)
+        except (GatewayUnavailable, TimeoutError) as error:
+            log.warning("gateway unavailable for refund %s: %r", refund.refund_id, error)
             if attempt < len(delays):
                 await policy.sleep(delays[attempt])
     raise GatewayDown("refund")
@@ -448,20 +474,33 @@ async def settle_stale(deps: Dependencies, batch: int = 100) -> int:
     async with deps.unit_of_work() as uow:
         payments = await PaymentRepository(uow.conn).stale_pending(deps.stale_after_seconds, batch)
         refunds = await RefundRepository(uow.conn).stale_pending(deps.stale_after_seconds, batch)
-    settled_count = 0
-    for payment in payments:
-        settled = await settle_payment(deps, payment)
-        settled_count += 1
+    # Several at a time (a slow gateway must not make recovery take batch x timeout), within
+    # a bound (the gateway, the pool).
+    bound = asyncio.Semaphore(deps.recovery_concurrency)
+
+    async def settle_one_payment(payment: Payment) -> bool:
+        async with bound:
+            try:
+                settled = await settle_payment(deps, payment)
+            except GatewayDown:  # outcome still unknown: PENDING for the next round
+                log.warning("payment %s still cannot reach the gateway", payment.payment_id)
+                return False
         log.info("recovered payment %s: %s", settled.payment_id, settled.status.value)
-    for refund in refunds:
-        try:
-            settled_refund, _ = await settle_refund(deps, refund)
-        except GatewayDown:
-            log.warning("refund %s still cannot reach the gateway", refund.refund_id)
-            continue
-        settled_count += 1
-        log.info("recovered refund %s: %s", settled_refund.refund_id, settled_refund.status.value)
-    return settled_count
+        return True
+
+    async def settle_one_refund(refund: Refund) -> bool:
+        async with bound:
+            try:
+                settled, _ = await settle_refund(deps, refund)
+            except GatewayDown:
+                log.warning("refund %s still cannot reach the gateway", refund.refund_id)
+                return False
+        log.info("recovered refund %s: %s", settled.refund_id, settled.status.value)
+        return True
+
+    done = await asyncio.gather(*(settle_one_payment(p) for p in payments))
+    done += await asyncio.gather(*(settle_one_refund(r) for r in refunds))
+    return sum(done)
 
 
 async def compensate_cancelled_orders(deps: Dependencies, batch: int = 100) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from services.common.money import Money
-from services.common.paging import PageCursor
+from services.common.paging import Fetched, PageCursor
 from services.credit.adapters.repository import StoredAccount
 from services.credit.adapters.reservations import StoredReservation
 from services.credit.domain.model import CreditAccount
@@ -216,7 +216,7 @@ class FakeOrders:
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
-    ) -> list[StoredOrder]:
+    ) -> Fetched[StoredOrder]:
         raise NotImplementedError  # a read for the API, not the saga's
 
 
