@@ -9,11 +9,12 @@ from services.common.runtime import Runtime, ServiceSpec, Wiring, main
 from services.common.security import channel_credentials
 from services.payment.adapters.dependencies import GrpcHolds, GrpcOrders
 from services.payment.adapters.simulator import SimulatedGateway
+from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.config import PaymentSettings
 from services.payment.entrypoints.events import consumers
 from services.payment.entrypoints.grpc_api import PaymentApi
 from services.payment.entrypoints.recovery import PendingSettler
-from services.payment.service_layer.handlers import Dependencies
+from services.payment.service_layer.dependencies import Dependencies
 from shop.credit.v1 import credit_service_pb2
 from shop.order.v1 import order_service_pb2
 from shop.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
@@ -37,10 +38,11 @@ def prune_rules(retention: Retention) -> list[PruneRule]:
 
 def build_spec(settings: PaymentSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
+        unit_of_work = runtime.units_of_work(SqlPaymentUnitOfWork)
         max_bytes = settings.core.max_message_bytes
         tls = channel_credentials(settings.core.grpc_tls)  # mutual TLS when configured
         deps = Dependencies(
-            unit_of_work=runtime.unit_of_work,
+            unit_of_work=unit_of_work,
             gateway=SimulatedGateway(settings.gateway_latency_ms),
             # One channel per dependency, created once: retries UNAVAILABLE by service config.
             orders=GrpcOrders(create_channel(settings.order_target, ORDER_SERVICE, max_bytes, tls)),
@@ -57,7 +59,7 @@ def build_spec(settings: PaymentSettings) -> ServiceSpec:
                 )
             ],
             service_names=[SERVICE_NAME],
-            consumers=consumers(runtime.unit_of_work, runtime.messaging),
+            consumers=consumers(unit_of_work, runtime.messaging),
             background=[settler.run],
             prune=prune_rules(settings.core.retention),
         )

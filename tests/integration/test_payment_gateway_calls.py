@@ -22,7 +22,7 @@ from services.payment.domain.model import (
     PaymentStatus,
     RefundOutcome,
 )
-from services.payment.service_layer import handlers
+from services.payment.service_layer import errors, recovery, refunds
 from tests.integration.test_payment_handlers import (
     CountingGateway,
     World,
@@ -84,7 +84,7 @@ async def test_a_charge_that_times_out_stays_pending_until_recovery_charges_it(
     world.deps.gateway_timeout_seconds = 0.05
     world.deps.gateway = HangingGateway()
     order = world.reserved_order(4200)
-    with pytest.raises(handlers.GatewayDown):
+    with pytest.raises(errors.GatewayDown):
         await world.pay(order)
     assert world.deps.gateway.charges == world.deps.retry.attempts  # each attempt timed out
     # It may have been charged: never FAILED, no event, the order is not told anything.
@@ -93,7 +93,7 @@ async def test_a_charge_that_times_out_stays_pending_until_recovery_charges_it(
 
     world.deps.gateway = world.gateway  # the processor answers again
     await age_everything(world)
-    assert await handlers.settle_stale(world.deps) == 1
+    assert await recovery.settle_stale(world.deps) == 1
     assert await world.scalar("SELECT status FROM payments") == "SUCCEEDED"
     assert len(await world.events("payments.succeeded")) == 1
 
@@ -101,7 +101,7 @@ async def test_a_charge_that_times_out_stays_pending_until_recovery_charges_it(
 async def test_a_timeout_then_an_outage_is_still_an_unknown_outcome(world: World) -> None:
     world.deps.gateway_timeout_seconds = 0.05
     world.deps.gateway = HangsThenDown()
-    with pytest.raises(handlers.GatewayDown):
+    with pytest.raises(errors.GatewayDown):
         await world.pay(world.reserved_order(4200))
     assert await world.scalar("SELECT status FROM payments") == "PENDING"
 
@@ -109,10 +109,10 @@ async def test_a_timeout_then_an_outage_is_still_an_unknown_outcome(world: World
 async def test_recovery_leaves_a_charge_that_still_times_out_pending(world: World) -> None:
     world.deps.gateway_timeout_seconds = 0.05
     world.deps.gateway = HangingGateway()
-    with pytest.raises(handlers.GatewayDown):
+    with pytest.raises(errors.GatewayDown):
         await world.pay(world.reserved_order(4200))
     await age_everything(world)
-    assert await handlers.settle_stale(world.deps) == 0  # not settled, not counted, no error
+    assert await recovery.settle_stale(world.deps) == 0  # not settled, not counted, no error
     assert await world.scalar("SELECT status FROM payments") == "PENDING"
 
 
@@ -120,8 +120,8 @@ async def test_a_refund_that_times_out_stays_pending(world: World) -> None:
     payment = await world.pay(world.reserved_order(6000))
     world.deps.gateway_timeout_seconds = 0.05
     world.deps.gateway = HangingGateway()
-    with pytest.raises(handlers.GatewayDown):
-        await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 2500))
+    with pytest.raises(errors.GatewayDown):
+        await refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 2500))
     assert await world.scalar("SELECT status FROM refunds") == "PENDING"
 
 
@@ -164,6 +164,6 @@ async def test_recovery_settles_in_parallel_within_its_bound(world: World) -> No
     world.deps.recovery_concurrency = 4
     world.deps.gateway = Measuring()
     await age_everything(world)
-    assert await handlers.settle_stale(world.deps) == 12
+    assert await recovery.settle_stale(world.deps) == 12
     assert Measuring.most == 4
     assert await world.scalar("SELECT count(*) FROM payments WHERE status = 'SUCCEEDED'") == 12

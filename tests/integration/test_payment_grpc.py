@@ -19,11 +19,11 @@ from services.common.errors import NotFound
 from services.common.grpc_client import create_channel
 from services.common.grpc_server import GrpcServer, create_server
 from services.common.paging import Pager
-from services.common.uow import UnitOfWork
 from services.payment.adapters.dependencies import GrpcHolds, GrpcOrders
 from services.payment.adapters.simulator import SimulatedGateway
+from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.entrypoints.grpc_api import PaymentApi
-from services.payment.service_layer.handlers import Dependencies, RetryPolicy
+from services.payment.service_layer.dependencies import Dependencies, RetryPolicy
 from shop.common.v1.money_pb2 import Money
 from shop.credit.v1 import credit_pb2, credit_service_pb2
 from shop.order.v1 import order_pb2, order_service_pb2
@@ -170,7 +170,7 @@ async def start(
     credit_channel = create_channel(target, "shop.credit.v1.CreditService")
     api = PaymentApi(
         Dependencies(
-            unit_of_work=lambda: UnitOfWork(engine, "/shop/payment"),
+            unit_of_work=lambda: SqlPaymentUnitOfWork(engine, "/shop/payment"),
             gateway=SimulatedGateway(),
             orders=GrpcOrders(order_channel),
             holds=GrpcHolds(credit_channel),

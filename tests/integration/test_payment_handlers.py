@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.errors import DomainError, IdempotencyKeyReused, Unavailable
 from services.common.grpc_client import Deadline
 from services.common.money import Money
-from services.common.uow import UnitOfWork
 from services.payment.adapters.simulator import SimulatedGateway
+from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.domain.eligibility import HoldSnapshot, OrderSnapshot
 from services.payment.domain.gateway import GatewayUnavailable
 from services.payment.domain.model import (
@@ -27,8 +27,15 @@ from services.payment.domain.model import (
     RefundOutcome,
     RefundStatus,
 )
-from services.payment.service_layer import compensation, handlers
-from services.payment.service_layer.handlers import Dependencies, PollPolicy, RetryPolicy
+from services.payment.service_layer import (
+    compensation,
+    errors,
+    processing,
+    queries,
+    recovery,
+    refunds,
+)
+from services.payment.service_layer.dependencies import Dependencies, PollPolicy, RetryPolicy
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2
 
@@ -118,8 +125,8 @@ class World:
         )
         return order
 
-    def command(self, order: OrderSnapshot, **changes: object) -> handlers.ProcessPayment:
-        cmd = handlers.ProcessPayment(
+    def command(self, order: OrderSnapshot, **changes: object) -> processing.ProcessPayment:
+        cmd = processing.ProcessPayment(
             order_id=order.order_id,
             customer_id=order.customer_id,
             reservation_id=order.reservation_id,
@@ -129,7 +136,7 @@ class World:
         return replace(cmd, **changes)  # type: ignore[arg-type]
 
     async def pay(self, order: OrderSnapshot, **changes: object) -> Payment:
-        return await handlers.process_payment(
+        return await processing.process_payment(
             self.deps, self.command(order, **changes), Deadline.after(10)
         )
 
@@ -149,7 +156,7 @@ class World:
 def world(payment_engine: AsyncEngine) -> World:
     orders, holds, gateway = FakeOrders(), FakeHolds(), CountingGateway()
     deps = Dependencies(
-        unit_of_work=lambda: UnitOfWork(payment_engine, SOURCE),
+        unit_of_work=lambda: SqlPaymentUnitOfWork(payment_engine, SOURCE),
         gateway=gateway,
         orders=orders,
         holds=holds,
@@ -337,8 +344,8 @@ async def test_a_duplicate_that_outwaits_its_deadline_is_told_to_retry(world: Wo
     world.gateway.gate.clear()
     first = asyncio.ensure_future(world.pay(order))
     await asyncio.sleep(0.1)
-    with pytest.raises(handlers.PaymentInProgress):
-        await handlers.process_payment(world.deps, world.command(order), Deadline.after(0.3))
+    with pytest.raises(errors.PaymentInProgress):
+        await processing.process_payment(world.deps, world.command(order), Deadline.after(0.3))
     world.gateway.gate.set()
     assert (await first).status is PaymentStatus.SUCCEEDED
 
@@ -355,10 +362,10 @@ async def test_a_payment_left_pending_by_a_crash_is_settled_once(world: World) -
     async with world.engine.begin() as conn:
         await conn.execute(text("UPDATE payments SET created_at = now() - interval '1 minute'"))
 
-    assert await handlers.settle_stale(world.deps) == 1
-    assert await handlers.settle_stale(world.deps) == 0
+    assert await recovery.settle_stale(world.deps) == 1
+    assert await recovery.settle_stale(world.deps) == 0
     async with world.deps.unit_of_work() as uow:
-        payment = (await handlers.list_payments(uow, order.order_id, None, None, 10))[0]
+        payment = (await queries.list_payments(uow, order.order_id, None, None, 10))[0]
     assert payment.status is PaymentStatus.SUCCEEDED
     assert len(await world.events("payments.succeeded")) == 1
     assert (await world.pay(order)).transaction_id == payment.transaction_id
@@ -385,8 +392,8 @@ async def test_a_duplicate_settles_a_stale_pending_payment_itself(world: World) 
 
 def refund_cmd(
     payment_id: str, minor_units: int | None, request_id: str | None = None
-) -> handlers.RefundPayment:
-    return handlers.RefundPayment(
+) -> refunds.RefundPayment:
+    return refunds.RefundPayment(
         payment_id=payment_id,
         amount=usd(minor_units) if minor_units is not None else None,
         reason="customer changed their mind",
@@ -397,21 +404,21 @@ def refund_cmd(
 
 async def test_partial_then_full_refund(world: World) -> None:
     payment = await world.pay(world.reserved_order(8000))
-    refund, after = await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 3000))
+    refund, after = await refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 3000))
     assert refund.status is RefundStatus.SUCCEEDED
     assert refund.transaction_id.startswith("txn_")
     assert (after.status, after.refunded) == (PaymentStatus.PARTIALLY_REFUNDED, 3000)
 
     with pytest.raises(DomainError) as raised:
-        await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 5001))
+        await refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 5001))
     assert raised.value.reason == "REFUND_EXCEEDS_PAYMENT"
 
-    rest, after = await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, None))
+    rest, after = await refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, None))
     assert rest.amount == usd(5000)
     assert (after.status, after.refunded) == (PaymentStatus.REFUNDED, 8000)
 
     with pytest.raises(DomainError) as nothing_left:
-        await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 1))
+        await refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 1))
     assert nothing_left.value.reason == "PAYMENT_NOT_REFUNDABLE"
 
     refunded = [
@@ -429,10 +436,10 @@ async def test_partial_then_full_refund(world: World) -> None:
 async def test_a_failed_or_unknown_payment_is_not_refundable(world: World) -> None:
     declined = await world.pay(world.reserved_order(1005))
     with pytest.raises(DomainError) as raised:
-        await handlers.refund_payment(world.deps, refund_cmd(declined.payment_id, None))
+        await refunds.refund_payment(world.deps, refund_cmd(declined.payment_id, None))
     assert raised.value.reason == "PAYMENT_NOT_REFUNDABLE"
     with pytest.raises(DomainError) as unknown:
-        await handlers.refund_payment(world.deps, refund_cmd(new_id(), None))
+        await refunds.refund_payment(world.deps, refund_cmd(new_id(), None))
     assert unknown.value.reason == "PAYMENT_NOT_FOUND"
 
 
@@ -440,7 +447,7 @@ async def test_concurrent_refunds_never_exceed_the_amount(world: World) -> None:
     payment = await world.pay(world.reserved_order(10000))
     results = await asyncio.gather(
         *(
-            handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 3000))
+            refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 3000))
             for _ in range(10)
         ),
         return_exceptions=True,
@@ -459,10 +466,10 @@ async def test_concurrent_refunds_never_exceed_the_amount(world: World) -> None:
 async def test_a_refund_request_id_is_idempotent(world: World) -> None:
     payment = await world.pay(world.reserved_order(6000))
     request_id = new_id()
-    first, _ = await handlers.refund_payment(
+    first, _ = await refunds.refund_payment(
         world.deps, refund_cmd(payment.payment_id, 1000, request_id)
     )
-    again, after = await handlers.refund_payment(
+    again, after = await refunds.refund_payment(
         world.deps, refund_cmd(payment.payment_id, 1000, request_id)
     )
     assert again.refund_id == first.refund_id
@@ -470,7 +477,7 @@ async def test_a_refund_request_id_is_idempotent(world: World) -> None:
     assert world.gateway.refunds == 1
 
     with pytest.raises(IdempotencyKeyReused):
-        await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 2000, request_id))
+        await refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 2000, request_id))
     assert await world.scalar("SELECT count(*) FROM refunds") == 1
 
 
@@ -479,7 +486,7 @@ async def test_concurrent_retries_of_one_refund_make_one_refund(world: World) ->
     request_id = new_id()
     results = await asyncio.gather(
         *(
-            handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 1000, request_id))
+            refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 1000, request_id))
             for _ in range(5)
         )
     )
@@ -497,19 +504,19 @@ async def test_a_refund_left_pending_is_completed_by_recovery(world: World) -> N
             raise GatewayUnavailable("processor down")
 
     world.deps.gateway = DownGateway()
-    with pytest.raises(handlers.GatewayDown):
-        await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 2500))
+    with pytest.raises(errors.GatewayDown):
+        await refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 2500))
     assert await world.scalar("SELECT status FROM refunds") == "PENDING"
     # The pending refund is promised money: nothing beyond the rest can be refunded meanwhile.
     with pytest.raises(DomainError) as raised:
-        await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 3501))
+        await refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 3501))
     assert raised.value.reason == "REFUND_EXCEEDS_PAYMENT"
-    assert await handlers.settle_stale(world.deps) == 0  # not stale yet
+    assert await recovery.settle_stale(world.deps) == 0  # not stale yet
 
     world.deps.gateway = world.gateway
     async with world.engine.begin() as conn:
         await conn.execute(text("UPDATE refunds SET created_at = now() - interval '1 minute'"))
-    assert await handlers.settle_stale(world.deps) == 1
+    assert await recovery.settle_stale(world.deps) == 1
     assert await world.scalar("SELECT status FROM refunds") == "SUCCEEDED"
     assert await world.scalar("SELECT refunded FROM payments") == 2500
     assert len(await world.events("payments.refunded")) == 1
@@ -531,11 +538,11 @@ async def test_a_payment_that_beat_the_cancel_is_refunded_once(world: World) -> 
     await note_cancelled(world, order)
     await note_cancelled(world, order)  # a redelivery or duplicate changes nothing
 
-    assert await handlers.compensate_cancelled_orders(world.deps) == 1
-    assert await handlers.compensate_cancelled_orders(world.deps) == 0  # nothing left to do
+    assert await recovery.compensate_cancelled_orders(world.deps) == 1
+    assert await recovery.compensate_cancelled_orders(world.deps) == 0  # nothing left to do
 
     async with world.deps.unit_of_work() as uow:
-        refunded = await handlers.get_payment(uow, payment.payment_id)
+        refunded = await queries.get_payment(uow, payment.payment_id)
     assert refunded.status is PaymentStatus.REFUNDED
     assert refunded.refunded == 4200
     assert world.gateway.refunds == 1
@@ -558,12 +565,12 @@ async def test_a_payment_settling_after_the_cancel_is_refunded_once_it_settles(
         await asyncio.sleep(0.01)
     world.orders.orders[order.order_id] = replace(order, status="CANCELLED")
     await note_cancelled(world, order)
-    assert await handlers.compensate_cancelled_orders(world.deps) == 0  # still PENDING: wait
+    assert await recovery.compensate_cancelled_orders(world.deps) == 0  # still PENDING: wait
 
     world.gateway.gate.set()
     payment = await paying
     assert payment.status is PaymentStatus.SUCCEEDED
-    assert await handlers.compensate_cancelled_orders(world.deps) == 1
+    assert await recovery.compensate_cancelled_orders(world.deps) == 1
     assert await world.scalar("SELECT status FROM payments") == "REFUNDED"
     assert world.gateway.refunds == 1
 
@@ -574,7 +581,7 @@ async def test_a_late_or_forged_cancel_of_a_paid_order_refunds_nothing(world: Wo
     world.orders.orders[order.order_id] = replace(order, status="PAID")
     await note_cancelled(world, order)  # Order never cancelled it: Order is asked, and says so
 
-    assert await handlers.compensate_cancelled_orders(world.deps) == 1
+    assert await recovery.compensate_cancelled_orders(world.deps) == 1
     assert await world.scalar("SELECT outcome FROM cancelled_orders") == "NOT_CANCELLED"
     assert await world.scalar("SELECT status FROM payments") == "SUCCEEDED"
     assert world.gateway.refunds == 0
@@ -584,9 +591,9 @@ async def test_a_late_or_forged_cancel_of_a_paid_order_refunds_nothing(world: Wo
 async def test_a_partly_refunded_payment_gets_the_rest_back(world: World) -> None:
     order = world.reserved_order(5000)
     payment = await world.pay(order)
-    await handlers.refund_payment(
+    await refunds.refund_payment(
         world.deps,
-        handlers.RefundPayment(
+        refunds.RefundPayment(
             payment_id=payment.payment_id,
             amount=usd(1200),
             reason="one book was damaged",
@@ -597,7 +604,7 @@ async def test_a_partly_refunded_payment_gets_the_rest_back(world: World) -> Non
     world.orders.orders[order.order_id] = replace(order, status="CANCELLED")
     await note_cancelled(world, order)
 
-    assert await handlers.compensate_cancelled_orders(world.deps) == 1
+    assert await recovery.compensate_cancelled_orders(world.deps) == 1
     assert await world.scalar("SELECT refunded FROM payments") == 5000
     assert await world.scalar("SELECT count(*) FROM refunds") == 2
 
@@ -617,7 +624,7 @@ async def test_a_cancelled_order_nothing_was_charged_for_is_closed_once_no_payme
             {"id": old.order_id},
         )
 
-    assert await handlers.compensate_cancelled_orders(world.deps) == 0
+    assert await recovery.compensate_cancelled_orders(world.deps) == 0
     assert world.orders.calls == 0  # nothing to ask Order about
     async with world.engine.connect() as conn:
         result = await conn.execute(text("SELECT order_id::text, outcome FROM cancelled_orders"))
@@ -636,11 +643,11 @@ async def test_a_caller_cannot_spend_the_compensating_refunds_key_first(world: W
             f"compensate-cancelled-order:{order.order_id}",
         )
     )
-    await handlers.refund_payment(world.deps, refund_cmd(payment.payment_id, 1, guessed))
+    await refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, 1, guessed))
     world.orders.orders[order.order_id] = replace(order, status="CANCELLED")
     await note_cancelled(world, order)
 
-    assert await handlers.compensate_cancelled_orders(world.deps) == 1
+    assert await recovery.compensate_cancelled_orders(world.deps) == 1
     assert await world.scalar("SELECT refunded FROM payments") == 4200
     assert await world.scalar("SELECT status FROM payments") == "REFUNDED"
     assert (
@@ -663,9 +670,7 @@ async def test_two_identical_full_refunds_at_once_both_get_the_first_ones_answer
         )
         calls = [
             asyncio.create_task(
-                handlers.refund_payment(
-                    world.deps, refund_cmd(payment.payment_id, None, request_id)
-                )
+                refunds.refund_payment(world.deps, refund_cmd(payment.payment_id, None, request_id))
             )
             for _ in range(2)
         ]

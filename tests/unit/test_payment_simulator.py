@@ -11,7 +11,8 @@ from services.common.money import Money
 from services.payment.adapters.simulator import SimulatedGateway
 from services.payment.domain.gateway import GatewayUnavailable
 from services.payment.domain.model import ChargeOutcome, Payment, PaymentMethod, RefundOutcome
-from services.payment.service_layer.handlers import RetryPolicy, charge_with_retries
+from services.payment.service_layer.dependencies import RetryPolicy
+from services.payment.service_layer.processing import charge_with_retries
 
 CARD = PaymentMethod.CREDIT_CARD
 

@@ -1,7 +1,8 @@
-"""Payment domain ↔ shop.payment.v1 messages."""
+"""Payment domain ↔ shop.payment.v1 messages: the gRPC resources and the events."""
 
 from __future__ import annotations
 
+from services.common.events import new_event
 from services.common.proto_mapping import amount_to_proto, money_to_proto, timestamp
 from services.payment.domain.model import (
     Payment,
@@ -10,7 +11,7 @@ from services.payment.domain.model import (
     Refund,
     RefundStatus,
 )
-from shop.payment.v1 import payment_pb2
+from shop.payment.v1 import events_pb2, payment_pb2
 
 _METHOD_PREFIX = "PAYMENT_METHOD_"
 
@@ -80,3 +81,74 @@ def refund_to_proto(r: Refund) -> payment_pb2.Refund:
     if r.processed_at is not None:
         message.processed_at.CopyFrom(timestamp(r.processed_at))
     return message
+
+
+# Events ─────────────────────────────────────────────────────────────────────────────────────
+
+
+def _payment_fields(p: Payment) -> dict[str, object]:
+    return {
+        "payment_id": p.payment_id,
+        "order_id": p.order_id,
+        "customer_id": p.customer_id,
+        "reservation_id": p.reservation_id,
+        "amount": money_to_proto(p.amount),
+        "payment_method": method_to_proto(p.method),
+    }
+
+
+def payment_requested(p: Payment) -> events_pb2.PaymentRequested:
+    return new_event(events_pb2.PaymentRequested, **_payment_fields(p))
+
+
+def _processed_at(p: Payment) -> dict[str, object]:
+    return {"processed_at": timestamp(p.processed_at)} if p.processed_at else {}
+
+
+def payment_succeeded(p: Payment) -> events_pb2.PaymentSucceeded:
+    return new_event(
+        events_pb2.PaymentSucceeded,
+        **_payment_fields(p),
+        **_processed_at(p),
+        transaction_id=p.transaction_id,
+        is_simulated=p.is_simulated,
+    )
+
+
+def payment_failed(p: Payment) -> events_pb2.PaymentFailed:
+    return new_event(
+        events_pb2.PaymentFailed,
+        **_payment_fields(p),
+        **_processed_at(p),
+        error_code=p.error_code,
+        error_message=p.error_message,
+        failure_reason=p.failure_reason,
+        is_simulated=p.is_simulated,
+    )
+
+
+def refund_requested(r: Refund, p: Payment) -> events_pb2.RefundRequested:
+    return new_event(
+        events_pb2.RefundRequested,
+        refund_id=r.refund_id,
+        payment_id=p.payment_id,
+        order_id=p.order_id,
+        customer_id=p.customer_id,
+        amount=money_to_proto(r.amount),
+        reason=r.reason,
+    )
+
+
+def payment_refunded(r: Refund, p: Payment) -> events_pb2.PaymentRefunded:
+    return new_event(
+        events_pb2.PaymentRefunded,
+        refund_id=r.refund_id,
+        payment_id=p.payment_id,
+        order_id=p.order_id,
+        customer_id=p.customer_id,
+        amount=money_to_proto(r.amount),
+        refunded_total=amount_to_proto(p.amount.currency, p.refunded),
+        fully_refunded=p.fully_refunded,
+        reason=r.reason,
+        transaction_id=r.transaction_id,
+    )

@@ -275,3 +275,74 @@ class RefundRepository:
             {"age": older_than_seconds, "limit": limit},
         )
         return [_refund(row) for row in rows]
+
+
+class CancelledOrderRepository:
+    """Orders seen cancelled (`orders.cancelled`), for the compensation job: noted, checked
+    with Order, and resolved with the refund they led to, if any."""
+
+    def __init__(self, conn: Sql) -> None:
+        self.conn = conn
+
+    async def note(self, order_id: str, reason: str) -> None:
+        """Remember the order (an effect-free insert: a repeat changes nothing)."""
+        await self.conn.execute(
+            (
+                "INSERT INTO cancelled_orders (order_id, reason) VALUES (:order_id, :reason)"
+                " ON CONFLICT (order_id) DO NOTHING"
+            ),
+            {"order_id": order_id, "reason": reason[:1000]},
+        )
+
+    async def to_check(self, limit: int) -> list[str]:
+        """Open notes whose payment went through: the only ones that may need a refund (one
+        whose payment is still PENDING shows up once it settles)."""
+        rows = await self.conn.fetch(
+            (
+                "SELECT c.order_id FROM cancelled_orders c"
+                " JOIN payments p ON p.order_id = c.order_id"
+                " WHERE c.resolved_at IS NULL AND p.status IN ('SUCCEEDED', 'PARTIALLY_REFUNDED')"
+                " ORDER BY c.noted_at LIMIT :limit"
+            ),
+            {"limit": limit},
+        )
+        return [str(row["order_id"]) for row in rows]
+
+    async def resolve_nothing_charged(self, after_seconds: float) -> None:
+        """Close the notes older than `after_seconds` that no payment can still appear for."""
+        await self.conn.execute(
+            (
+                "UPDATE cancelled_orders c SET resolved_at = now(), outcome = 'NOTHING_CHARGED'"
+                " WHERE c.resolved_at IS NULL"
+                " AND c.noted_at < now() - make_interval(secs => :after)"
+                " AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = c.order_id"
+                " AND p.status IN ('PENDING', 'SUCCEEDED', 'PARTIALLY_REFUNDED'))"
+            ),
+            {"after": after_seconds},
+        )
+
+    async def refund_of(self, order_id: str) -> str | None:
+        """The compensating refund recorded for the order, if any."""
+        refund_id = await self.conn.fetchval(
+            "SELECT refund_id FROM cancelled_orders WHERE order_id = :order_id",
+            {"order_id": order_id},
+        )
+        return str(refund_id) if refund_id is not None else None
+
+    async def mark_compensated(self, order_id: str, refund_id: str) -> None:
+        await self.conn.execute(
+            (
+                "UPDATE cancelled_orders SET refund_id = :refund_id"
+                " WHERE order_id = :order_id AND refund_id IS NULL"
+            ),
+            {"order_id": order_id, "refund_id": refund_id},
+        )
+
+    async def resolve(self, order_id: str, outcome: str) -> None:
+        await self.conn.execute(
+            (
+                "UPDATE cancelled_orders SET resolved_at = now(), outcome = :outcome"
+                " WHERE order_id = :order_id AND resolved_at IS NULL"
+            ),
+            {"order_id": order_id, "outcome": outcome},
+        )

@@ -7,12 +7,14 @@ from collections.abc import Callable
 
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
-from services.common.uow import UnitOfWork
+from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.service_layer import compensation
 from shop.order.v1 import events_pb2 as order_events
 
 
-def consumers(unit_of_work: Callable[[], UnitOfWork], messaging: Messaging) -> list[Consumer]:
+def consumers(
+    unit_of_work: Callable[[], SqlPaymentUnitOfWork], messaging: Messaging
+) -> list[Consumer]:
     return [
         Consumer(
             "payment-orders",

@@ -10,7 +10,6 @@ import grpc
 from services.common.grpc_client import Deadline
 from services.common.idempotency import RequestLedger, fingerprint
 from services.common.paging import Pager
-from services.common.uow import UnitOfWork
 from services.common.validation import Validator
 from services.payment.adapters.proto_mapping import (
     method_from_proto,
@@ -18,8 +17,9 @@ from services.payment.adapters.proto_mapping import (
     refund_to_proto,
 )
 from services.payment.adapters.repository import cursor_of
+from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.domain.model import Payment
-from services.payment.service_layer import handlers
+from services.payment.service_layer import dependencies, processing, queries, refunds
 from shop.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -36,13 +36,13 @@ def process_response(payment: Payment) -> payment_service_pb2.ProcessPaymentResp
 
 
 class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, deps: handlers.Dependencies, pager: Pager) -> None:
+    def __init__(self, deps: dependencies.Dependencies, pager: Pager) -> None:
         self.deps = deps
         self.pager = pager
         self.ledger = RequestLedger(deps.unit_of_work)
 
     @property
-    def unit_of_work(self) -> Callable[[], UnitOfWork]:
+    def unit_of_work(self) -> Callable[[], SqlPaymentUnitOfWork]:
         return self.deps.unit_of_work
 
     async def ProcessPayment(
@@ -63,7 +63,7 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         assert amount
         assert method
         assert request_id
-        command = handlers.ProcessPayment(
+        command = processing.ProcessPayment(
             order_id=str(order_id),
             customer_id=str(customer_id),
             reservation_id=str(reservation_id) if reservation_id else "",
@@ -73,7 +73,7 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         deadline = Deadline.after(context.time_remaining())
 
         async def work() -> payment_service_pb2.ProcessPaymentResponse:
-            payment = await handlers.process_payment(self.deps, command, deadline)
+            payment = await processing.process_payment(self.deps, command, deadline)
             return process_response(payment)
 
         return await self.ledger.run(
@@ -91,7 +91,7 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         payment_id = v.uuid("payment_id", request.payment_id)
         v.check()
         async with self.unit_of_work().autocommit() as uow:
-            payment = await handlers.get_payment(uow, str(payment_id))
+            payment = await queries.get_payment(uow, str(payment_id))
         return payment_service_pb2.GetPaymentResponse(payment=payment_to_proto(payment))
 
     async def ListPayments(
@@ -110,7 +110,7 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         query = f"order_id={order or ''}&customer_id={customer or ''}"
         after = self.pager.decode(request.page_token, query)
         async with self.unit_of_work().autocommit() as uow:
-            rows = await handlers.list_payments(uow, order, customer, after, page_size + 1)
+            rows = await queries.list_payments(uow, order, customer, after, page_size + 1)
         payments, token = self.pager.page(rows, page_size, query, cursor_of, payment_to_proto)
         return payment_service_pb2.ListPaymentsResponse(payments=payments, next_page_token=token)
 
@@ -134,9 +134,9 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         if stored is not None:
             return payment_service_pb2.RefundPaymentResponse.FromString(stored)
         # ... an unfinished one is found by its request_id (unique on the refund row).
-        refund, payment = await handlers.refund_payment(
+        refund, payment = await refunds.refund_payment(
             self.deps,
-            handlers.RefundPayment(
+            refunds.RefundPayment(
                 payment_id=str(payment_id),
                 amount=amount,
                 reason=request.reason,

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.payment.service_layer import handlers
+from services.payment.service_layer import dependencies, recovery
 
 log = logging.getLogger(__name__)
 
 
 class PendingSettler:
     def __init__(
-        self, deps: handlers.Dependencies, interval_seconds: float, batch: int = 100
+        self, deps: dependencies.Dependencies, interval_seconds: float, batch: int = 100
     ) -> None:
         self.deps = deps
         self.interval_seconds = interval_seconds
@@ -26,10 +26,10 @@ class PendingSettler:
     async def run(self) -> None:
         while True:
             try:
-                while await handlers.settle_stale(self.deps, self.batch) >= self.batch:
+                while await recovery.settle_stale(self.deps, self.batch) >= self.batch:
                     pass  # a full batch: there may be more right away
                 while (
-                    await handlers.compensate_cancelled_orders(self.deps, self.batch) >= self.batch
+                    await recovery.compensate_cancelled_orders(self.deps, self.batch) >= self.batch
                 ):
                     pass
             except asyncio.CancelledError:

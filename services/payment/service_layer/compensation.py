@@ -20,9 +20,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from services.common.sql import Sql
-from services.common.uow import UnitOfWork
-from services.payment.adapters.repository import PaymentRepository, RefundRepository
+from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.domain.model import REFUNDABLE, Payment, Refund
 from shop.order.v1 import events_pb2 as order_events
 
@@ -30,73 +28,36 @@ log = logging.getLogger(__name__)
 
 REASON = "ORDER_CANCELLED: the order was cancelled before its payment completed"
 
-_NOTE = (
-    "INSERT INTO cancelled_orders (order_id, reason) VALUES (:order_id, :reason)"
-    " ON CONFLICT (order_id) DO NOTHING"
-)
-# Noted orders whose payment went through: the only ones that may need a refund. A cancelled
-# order whose payment is still PENDING shows up here once it settles.
-_OPEN = (
-    "SELECT c.order_id FROM cancelled_orders c JOIN payments p ON p.order_id = c.order_id"
-    " WHERE c.resolved_at IS NULL AND p.status IN ('SUCCEEDED', 'PARTIALLY_REFUNDED')"
-    " ORDER BY c.noted_at LIMIT :limit"
-)
 # Noted orders that nothing was charged for (no payment, or a failed one) are done once no
 # payment can still appear: ProcessPayment reads the order (still RESERVED) before it
 # records the payment, which takes at most a call timeout; this leaves a wide margin. Without
 # it, the open rows of every ordinary cancellation would be scanned forever.
 NOTHING_CHARGED_AFTER_SECONDS = 300
-_RESOLVE_NOTHING_CHARGED = (
-    "UPDATE cancelled_orders c SET resolved_at = now(), outcome = 'NOTHING_CHARGED'"
-    " WHERE c.resolved_at IS NULL"
-    " AND c.noted_at < now() - make_interval(secs => :after)"
-    " AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = c.order_id"
-    " AND p.status IN ('PENDING', 'SUCCEEDED', 'PARTIALLY_REFUNDED'))"
-)
-_COMPENSATED_BY = "SELECT refund_id FROM cancelled_orders WHERE order_id = :order_id"
-_MARK_COMPENSATED = (
-    "UPDATE cancelled_orders SET refund_id = :refund_id"
-    " WHERE order_id = :order_id AND refund_id IS NULL"
-)
 # The job's refunds are no RefundPayment call: their (random) request id is never reused, so
 # the fingerprint only marks them as the job's.
 _FINGERPRINT = b"compensation"
-_RESOLVE = (
-    "UPDATE cancelled_orders SET resolved_at = now(), outcome = :outcome"
-    " WHERE order_id = :order_id AND resolved_at IS NULL"
-)
 
 
-async def note_cancelled_order(uow: UnitOfWork, event: order_events.OrderCancelled) -> None:
+async def note_cancelled_order(
+    uow: SqlPaymentUnitOfWork, event: order_events.OrderCancelled
+) -> None:
     """The consumer's handler: remember the order; the job decides what, if anything, to do."""
     try:
         order_id = str(uuid.UUID(event.order_id))
     except ValueError:
         log.error("orders.cancelled names no valid order id (%r); ignored", event.order_id[:64])
         return
-    await uow.conn.execute(_NOTE, {"order_id": order_id, "reason": event.reason[:1000]})
+    await uow.cancelled_orders.note(order_id, event.reason)
 
 
-async def orders_to_check(conn: Sql, limit: int) -> list[str]:
-    return [str(row["order_id"]) for row in await conn.fetch(_OPEN, {"limit": limit})]
-
-
-async def resolve_nothing_charged(conn: Sql) -> None:
-    await conn.execute(_RESOLVE_NOTHING_CHARGED, {"after": NOTHING_CHARGED_AFTER_SECONDS})
-
-
-async def resolve(conn: Sql, order_id: str, outcome: str) -> None:
-    await conn.execute(_RESOLVE, {"order_id": order_id, "outcome": outcome})
-
-
-async def record_refund(uow: UnitOfWork, order_id: str) -> tuple[Refund, Payment] | None:
+async def record_refund(uow: SqlPaymentUnitOfWork, order_id: str) -> tuple[Refund, Payment] | None:
     """Under the payment's row lock, record the refund of what is left of the order's
     payment, once; None when there is nothing left to refund (or it was recorded before)."""
-    payments, refunds = PaymentRepository(uow.conn), RefundRepository(uow.conn)
+    payments, refunds = uow.payments, uow.refunds
     payment = await payments.for_order(order_id, for_update=True)
     if payment is None or payment.status not in REFUNDABLE:
         return None
-    if await uow.conn.fetchval(_COMPENSATED_BY, {"order_id": order_id}) is not None:
+    if await uow.cancelled_orders.refund_of(order_id) is not None:
         return None  # another replica's job refunded it first
     left = payment.refundable(await refunds.pending_total(payment.payment_id))
     if not left.is_positive:
@@ -111,7 +72,7 @@ async def record_refund(uow: UnitOfWork, order_id: str) -> tuple[Refund, Payment
         ),
         _FINGERPRINT,
     )
-    await uow.conn.execute(_MARK_COMPENSATED, {"order_id": order_id, "refund_id": refund.refund_id})
+    await uow.cancelled_orders.mark_compensated(order_id, refund.refund_id)
     log.warning(
         "payment %s succeeded after order %s was cancelled: refunding %s",
         payment.payment_id,
