@@ -163,3 +163,37 @@ def derived_key(secret: str) -> bytes:
     """A page token key derived from a setting every replica shares (the database URL),
     for when PAGE_TOKEN_KEY is not set: `make run` and the tests."""
     return hashlib.sha256(b"shop page token key\x00" + secret.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    """The SQL of one newest-first keyset page over `(created_at, <id column>)`, the order
+    every List RPC uses: where to continue after the cursor, how to order, and the
+    parameters for both (`:after_at`, `:after_id`).
+
+    Args:
+        id_column: the table's id column, the tie-breaker between equal `created_at`.
+        after: the last row of the previous page, or None for the first page.
+    """
+
+    id_column: str
+    after: PageCursor | None
+
+    @property
+    def condition(self) -> str:
+        """A WHERE condition (`TRUE` on the first page)."""
+        if self.after is None:
+            return "TRUE"
+        return f"(created_at, {self.id_column}) < (:after_at, :after_id)"
+
+    @property
+    def order_by(self) -> str:
+        return f"created_at DESC, {self.id_column} DESC"
+
+    @property
+    def params(self) -> dict[str, object]:
+        after = self.after
+        return {
+            "after_at": after.created_at if after else None,
+            "after_id": after.id if after else None,
+        }

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.common.money import Money
-from services.common.paging import PageCursor
+from services.common.paging import Keyset, PageCursor
 from services.common.sql import Record, Sql, row_lock
 from services.credit.domain.reservation import Reservation, ReservationState
 
@@ -132,18 +132,14 @@ class ReservationRepository:
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
     ) -> list[StoredReservation]:
-        keyset = " AND (created_at, reservation_id) < (:after_at, :after_id)" if after else ""
+        page = Keyset("reservation_id", after)
         rows = await self.conn.fetch(
             (
-                f"SELECT {_COLUMNS} FROM reservations WHERE customer_id = :customer{keyset}"
-                " ORDER BY created_at DESC, reservation_id DESC LIMIT :limit"
+                f"SELECT {_COLUMNS} FROM reservations"
+                f" WHERE customer_id = :customer AND {page.condition}"
+                f" ORDER BY {page.order_by} LIMIT :limit"
             ),
-            {
-                "customer": customer_id,
-                "limit": limit,
-                "after_at": after.created_at if after else None,
-                "after_id": after.id if after else None,
-            },
+            {"customer": customer_id, "limit": limit, **page.params},
         )
         return [_from_row(row) for row in rows]
 

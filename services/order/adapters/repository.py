@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from services.common.money import Money
-from services.common.paging import Fetched, PageCursor
+from services.common.paging import Fetched, Keyset, PageCursor
 from services.common.sql import Record, Sql, row_lock
 from services.order.domain.model import LineItem, Order, OrderStatus
 
@@ -129,27 +129,26 @@ class OrderRepository:
     ) -> Fetched[StoredOrder]:
         """Up to `limit` orders, newest first, stopping once FETCH_MAX_ITEMS items are loaded
         (the first order always comes): a page of big orders is never loaded whole."""
-        keyset = " AND (created_at, order_id) < (:after_at, :after_id)" if after else ""
+        page = Keyset("order_id", after)
         rows = await self.conn.fetch(
             (
                 "WITH page AS ("
                 " SELECT order_id, created_at, jsonb_array_length(items) AS n FROM orders"
-                f" WHERE customer_id = :customer{keyset}"
-                " ORDER BY created_at DESC, order_id DESC LIMIT :limit"
+                f" WHERE customer_id = :customer AND {page.condition}"
+                f" ORDER BY {page.order_by} LIMIT :limit"
                 "), counted AS ("
                 " SELECT order_id, count(*) OVER () AS fetched,"
-                " sum(n) OVER (ORDER BY created_at DESC, order_id DESC) - n AS items_before"
+                f" sum(n) OVER (ORDER BY {page.order_by}) - n AS items_before"
                 " FROM page"
                 f") SELECT {_COLUMNS}, counted.fetched FROM orders JOIN counted USING (order_id)"
                 " WHERE counted.items_before < :max_items"
-                " ORDER BY created_at DESC, order_id DESC"
+                f" ORDER BY {page.order_by}"
             ),
             {
                 "customer": customer_id,
                 "limit": limit,
                 "max_items": FETCH_MAX_ITEMS,
-                "after_at": after.created_at if after else None,
-                "after_id": after.id if after else None,
+                **page.params,
             },
         )
         return Fetched(

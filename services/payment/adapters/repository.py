@@ -7,7 +7,7 @@ settlement first wins, and the loser reads the winner's outcome instead of writi
 from __future__ import annotations
 
 from services.common.money import Money
-from services.common.paging import PageCursor
+from services.common.paging import Keyset, PageCursor
 from services.common.sql import Record, Sql, row_lock
 from services.payment.domain.model import (
     Payment,
@@ -160,25 +160,18 @@ class PaymentRepository:
     async def page(
         self, order_id: str | None, customer_id: str | None, after: PageCursor | None, limit: int
     ) -> list[Payment]:
-        where = []
+        page = Keyset("payment_id", after)
+        where = [page.condition]
         if order_id:
             where.append("order_id = :order_id")
         if customer_id:
             where.append("customer_id = :customer_id")
-        if after is not None:
-            where.append("(created_at, payment_id) < (:after_at, :after_id)")
         rows = await self.conn.fetch(
             (
                 f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE {' AND '.join(where)}"
-                " ORDER BY created_at DESC, payment_id DESC LIMIT :limit"
+                f" ORDER BY {page.order_by} LIMIT :limit"
             ),
-            {
-                "order_id": order_id,
-                "customer_id": customer_id,
-                "after_at": after.created_at if after else None,
-                "after_id": after.id if after else None,
-                "limit": limit,
-            },
+            {"order_id": order_id, "customer_id": customer_id, "limit": limit, **page.params},
         )
         return [_payment(row) for row in rows]
 
