@@ -19,7 +19,12 @@ from tests.deploy.services_spec import SERVICES
 from tests.security.certs import make_pki
 
 PLACEHOLDER_DATABASE_URL = "postgresql://user:secret@db.example.internal:5432/shop"
-PLACEHOLDERS = {"DATABASE_URL": PLACEHOLDER_DATABASE_URL, "PAGE_TOKEN_KEY": "0" * 64}
+# Stand-ins for what production's Secrets made outside the repository hold.
+PLACEHOLDERS = {
+    "DATABASE_URL": PLACEHOLDER_DATABASE_URL,
+    "PAGE_TOKEN_KEY": "0" * 64,
+    "NATS_PASSWORD": "a-password-made-outside",
+}
 IMAGE_USER = 10001  # the Dockerfile's USER (tests/deploy/test_dockerfile.py checks it)
 DOCKER_ENTRYPOINT = "/opt/venv/bin/shop-entrypoint"  # the Dockerfile's ENTRYPOINT
 # Where the production overlay mounts a service's certificate Secret (cert-manager's keys
