@@ -11,6 +11,8 @@ from services.common import eventloop
 from services.common.retention import Retention
 from services.common.security_settings import AuthzPolicy, GrpcTls, NatsSecurity, redact_url
 
+HTTP_PORTS = {"order": 8051, "credit": 8052, "payment": 8053}
+
 
 class SettingsError(Exception):
     """Raised with every problem found, so an operator fixes them in one go."""
@@ -108,6 +110,7 @@ class CoreSettings:
     service: str
     host: str
     port: int
+    http_port: int
     database_url: str
     nats_url: str
     log_level: str
@@ -132,6 +135,13 @@ class CoreSettings:
             service=service,
             host=env.text("GRPC_HOST", "[::]"),
             port=env.integer(f"{service.upper()}_PORT", default_port, minimum=0, maximum=65535),
+            # /metrics and /healthz (and the Connect door): 8051, 8052, 8053 beside 5005x
+            http_port=env.integer(
+                f"{service.upper()}_HTTP_PORT",
+                HTTP_PORTS.get(service, 0),
+                minimum=0,
+                maximum=65535,
+            ),
             database_url=env.database_url(),
             nats_url=env.nats_url(),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
