@@ -87,7 +87,8 @@ async def test_prometheus_scrapes_the_mesh(mesh: LocalMesh, shop: Shop, tmp_path
         handled = await asyncio.to_thread(prometheus.wait_for, PROCESS_PAYMENT, before + PAYMENTS)
         assert handled == before + PAYMENTS
 
-        # the outbox, consumer, pool and business families, from the services that have them
+        # the outbox, consumer, pool and business families, from (at least) the services
+        # these sagas make them move in
         for promql, services in {
             "outbox_pending_events": {"order", "credit", "payment"},
             "outbox_oldest_pending_age_seconds": {"order", "credit", "payment"},
@@ -100,7 +101,7 @@ async def test_prometheus_scrapes_the_mesh(mesh: LocalMesh, shop: Shop, tmp_path
             'grpc_client_handled_total{grpc_method="GetOrder",grpc_code="OK"}': {"payment"},
         }.items():
             found = {series["metric"]["service"] for series in prometheus.query(promql)}
-            assert found == services, promql
+            assert services <= found, promql
 
         # the alert rules loaded, none firing on a healthy mesh
         rules = prometheus.api("rules")
