@@ -179,6 +179,17 @@ async def test_one_saga_is_one_trace_across_grpc_and_nats(
     mine = [line for line in lines if line.get("trace_id") == CLIENT_TRACE]
     assert any(line.get("rpc", "").endswith("/ProcessPayment") for line in mine)
     assert all(len(line["span_id"]) == 16 for line in mine)
+    # Payment forwards its caller's request id: Order logs GetOrder under the same one
+    (paying,) = [line for line in mine if line.get("rpc", "").endswith("/ProcessPayment")]
+    order_lines = [
+        json.loads(line)
+        for line in traced_mesh.services["order"].log_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert any(
+        line.get("rpc", "").endswith("/GetOrder") and line.get("request_id") == paying["request_id"]
+        for line in order_lines
+    )
 
 
 async def test_no_otel_setting_no_span(mesh: LocalMesh, infra: Infra) -> None:
