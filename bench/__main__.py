@@ -2,7 +2,9 @@
 
 Environment: BENCH_SECONDS (20) per phase, BENCH_CONCURRENCY (16) callers for echo and
 payment, BENCH_USERS (16) saga virtual users, BENCH_OUT (bench-results.json), BENCH_CHART
-(bench-results.png), DATABASE_URL / NATS_URL to use external servers instead of embedded ones.
+(bench-results.png), DATABASE_URL / NATS_URL to use external servers instead of embedded ones,
+BENCH_TRACING=1 to run the services with tracing on, exporting every span to a local OTLP
+receiver (compare its CPU per saga with a run without it; docs/observability.md).
 Exits 1 when the run had errors or broke an invariant.
 """
 
@@ -22,7 +24,7 @@ def main() -> int:
     picture = Path(os.environ.get("BENCH_CHART") or "bench-results.png")
     print(
         f"==> shop-mesh bench: {config.seconds:.0f} s per phase, {config.concurrency} callers,"
-        f" {config.users} saga users",
+        f" {config.users} saga users" + (", tracing on" if config.tracing else ""),
         flush=True,
     )
     try:
@@ -32,6 +34,8 @@ def main() -> int:
         return 130
     print()
     print(table(results))
+    if "spans_exported" in results:
+        print(f"\ntracing on: {results['spans_exported']} spans exported to the local receiver")
     write_json(results, out)
     print(f"\nfigures written to {out}")
     if chart(results, picture):

@@ -27,6 +27,7 @@ import nats
 from bench import checks
 from bench.echo import echo_stub
 from bench.load import Exhausted, PhaseResult, Progress, closed_loop, open_loop
+from bench.otlp import SpanCounter, otlp_receiver
 from bench.procs import Monitor
 from bench.stats import percentile, ratio
 from services.common.events import EVENT_TYPES
@@ -76,6 +77,8 @@ class BenchConfig:
     wait: str = "hint"  # hint: read the order once its event went by; poll: poll only
     service_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
+    # BENCH_TRACING=1: the services export every span to a local OTLP receiver (bench/otlp.py)
+    tracing: bool = False
 
     @classmethod
     def from_env(cls) -> BenchConfig:
@@ -87,6 +90,7 @@ class BenchConfig:
             database_url=env.get("DATABASE_URL") or None,
             nats_url=env.get("NATS_URL") or None,
             wait=env.get("BENCH_WAIT") or "hint",
+            tracing=(env.get("BENCH_TRACING") or "0") not in ("0", "", "false"),
         )
 
 
@@ -312,12 +316,18 @@ class Bench:
                 stack.callback(postgres.stop)
                 postgres.start()
                 database_url = postgres.url
+            service_env = dict(config.service_env)
+            spans: SpanCounter | None = None
+            if config.tracing:
+                spans, otel_env = stack.enter_context(otlp_receiver())
+                service_env.update(otel_env)
+                self.progress.say("tracing on: spans exported to a local OTLP receiver")
             mesh = LocalMesh(
                 data_dir=data_dir,
                 database_url=database_url,
                 nats_url=nats_url,
                 ports={"order": 0, "credit": 0, "payment": 0},
-                extra_env=config.service_env,
+                extra_env=service_env,
                 progress=self.progress.say,
             )
             self.results["machine"] = machine_info()
@@ -329,7 +339,8 @@ class Bench:
                 "wait": config.wait,
                 "embedded_nats": config.nats_url is None,
                 "embedded_postgres": config.database_url is None,
-                "service_env": config.service_env,
+                "service_env": service_env,
+                "tracing": config.tracing,
                 "inherited_env": {k: os.environ[k] for k in SERVICE_KNOBS if k in os.environ},
             }
             stack.enter_context(_stopping(mesh))
@@ -350,6 +361,8 @@ class Bench:
             self.results["versions"]["postgresql"] = await checks.server_version(mesh.database_url)
             await self._interruptible(self._phases(mesh, echo_target, fanout_target, monitor))
             self.results["wall_seconds"] = round(time.monotonic() - started, 1)
+        if spans is not None:  # counted once the services stopped (and flushed their spans)
+            self.results["spans_exported"] = spans.spans
         self.results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return self.results
 

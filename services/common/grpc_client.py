@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_status import rpc_status
 
+from services.common import metrics, tracing
 from services.common.errors import DeadlineExceeded, DomainError, Unavailable
+from services.common.logs import request_id_var
 
 DEFAULT_CALL_TIMEOUT = 5.0
 # Leave this much of the caller's budget for our own work after the call returns.
@@ -55,9 +60,50 @@ def create_channel(
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
     ]
+    # Ours first: it forwards the request id and measures the call; the tracing interceptor
+    # (when traces are on) then sends `traceparent`.
+    interceptors = [ClientInterceptor(), *tracing.client_interceptors()]
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    return grpc.aio.secure_channel(target, credentials, options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+
+
+class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Every outgoing unary call: the caller's request id forwarded as `x-request-id` (one
+    id in every service's log lines for one client call), and grpc_client_handled_total /
+    grpc_client_handling_seconds."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        method = client_call_details.method
+        name = method.decode() if isinstance(method, bytes) else str(method)
+        grpc_service, grpc_method = metrics.split_method(name)
+        request_id = request_id_var.get()
+        if request_id:
+            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+            if not any(key == "x-request-id" for key, _ in metadata):
+                metadata.add("x-request-id", request_id)
+            client_call_details = grpc.aio.ClientCallDetails(
+                client_call_details.method,
+                client_call_details.timeout,
+                metadata,
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+            )
+        started = time.perf_counter()
+        call = await continuation(client_call_details, request)
+        try:
+            code = await call.code()
+        finally:
+            metrics.GRPC_CLIENT_SECONDS.labels(grpc_service, grpc_method).observe(
+                time.perf_counter() - started
+            )
+        metrics.GRPC_CLIENT_HANDLED.labels(grpc_service, grpc_method, code.name).inc()
+        return call
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """The one gRPC server factory every service uses.
 
 Health (`grpc.health.v1`, per full service name and for ""), reflection, bounded message
-sizes, and one interceptor that gives every call a request id, a log line, and turns domain
-errors into `google.rpc.Status` with `ErrorInfo` / `BadRequest` details.
+sizes, and one interceptor that gives every call a request id, a log line, its metrics
+(grpc_server_handled_total, grpc_server_handling_seconds), and turns domain errors into
+`google.rpc.Status` with `ErrorInfo` / `BadRequest` details.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from services.common import metrics, tracing
 from services.common.errors import (
     ERROR_DOMAIN,
     AlreadyExists,
@@ -131,6 +133,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler  # health Watch, reflection streams: nothing of ours to wrap
         method: str = handler_call_details.method
+        grpc_service, grpc_method = metrics.split_method(method)
+        seconds = metrics.GRPC_SERVER_SECONDS.labels(grpc_service, grpc_method, "grpc")
         metadata = dict(handler_call_details.invocation_metadata or ())
         inner: Handler = handler.unary_unary  # type: ignore[assignment]
 
@@ -158,6 +162,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("unhandled error in %s", method)
                 await abort_with_status(context, internal_status())
             finally:
+                elapsed = time.perf_counter() - started
+                seconds.observe(elapsed)
+                metrics.GRPC_SERVER_HANDLED.labels(
+                    grpc_service, grpc_method, code.name, "grpc"
+                ).inc()
                 log.log(
                     # probes call health every few seconds; keep them out of the INFO log
                     logging.DEBUG if method.startswith("/grpc.health.") else logging.INFO,
@@ -167,7 +176,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     extra={
                         "rpc": method,
                         "code": code.name,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
+                        "ms": round(elapsed * 1000, 2),
                     },
                 )
                 request_id_var.reset(token)
@@ -211,9 +220,10 @@ async def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> GrpcServer:
     """Build and start a server on `address` ("host:0" picks a free port); TLS when given
-    `credentials`; `interceptors` (e.g. authorization) run inside our own."""
+    `credentials`; `interceptors` (e.g. authorization) run inside our own, and the tracing
+    interceptor (when traces are on) outside it."""
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(), *interceptors],
+        interceptors=[*tracing.server_interceptors(), ServerInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

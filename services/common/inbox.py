@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from nats.aio.msg import Msg
 
+from services.common import metrics, tracing
 from services.common.events import SUBJECT_TYPES, defects, subject_of
 from services.common.faults import crash_point
 from services.common.jetstream import Messaging, ensure_durable_consumer
@@ -114,10 +117,11 @@ class Consumer:
             if self.lock_order is not None:
                 key = self.lock_order
                 deliveries.sort(key=lambda delivery: key(delivery.event))
+            applied: dict[str, bool] = {}
             try:
                 async with self.unit_of_work() as uow:
                     for delivery in deliveries:
-                        await self._apply(uow, delivery)
+                        applied[delivery.event_id] = await self._apply(uow, delivery)
             except Exception as error:
                 log.warning(
                     "consumer %s: a batch of %d events failed (%s); applying them one by one",
@@ -128,6 +132,7 @@ class Consumer:
             else:
                 crash_point("inbox.committed")
                 for delivery in deliveries:
+                    self._committed(delivery, applied)
                     await delivery.msg.ack()
                 return
         for delivery in deliveries:
@@ -171,23 +176,38 @@ class Consumer:
             reason,
             extra={"consumer": self.name, "subject": msg.subject},
         )
+        metrics.event_consumed(self.name, msg.subject, "dead_lettered")
         await msg.term()
 
-    async def _apply(self, uow: UnitOfWork, delivery: _Delivery) -> None:
-        if await claim(uow.conn, self.name, delivery.event_id, delivery.msg.subject):
-            await delivery.handler(uow, delivery.event)
-        else:
-            log.info(
-                "consumer %s: %s %s already applied",
-                self.name,
-                delivery.event.DESCRIPTOR.name,
-                delivery.event_id,
-            )
+    async def _apply(self, uow: UnitOfWork, delivery: _Delivery) -> bool:
+        """Claim and apply one event (in a consumer span when tracing is on); False when the
+        inbox says it already was."""
+        subject = delivery.msg.subject
+        with tracing.consumer_span(self.name, subject, delivery.event_id, delivery.msg.headers):
+            if await claim(uow.conn, self.name, delivery.event_id, subject):
+                await delivery.handler(uow, delivery.event)
+                return True
+        log.info(
+            "consumer %s: %s %s already applied",
+            self.name,
+            delivery.event.DESCRIPTOR.name,
+            delivery.event_id,
+        )
+        return False
+
+    def _committed(self, delivery: _Delivery, applied: dict[str, bool]) -> None:
+        """events_consumed_total and event_lag_seconds, once the effect has committed."""
+        was_applied = applied.get(delivery.event_id, False)
+        outcome = "applied" if was_applied else "duplicate"
+        metrics.event_consumed(self.name, delivery.msg.subject, outcome)
+        if was_applied and (lag := _lag_seconds(delivery.msg)) is not None:
+            metrics.EVENT_LAG.labels(self.name).observe(lag)
 
     async def _apply_alone(self, delivery: _Delivery) -> None:
+        applied: dict[str, bool] = {}
         try:
             async with self.unit_of_work() as uow:
-                await self._apply(uow, delivery)
+                applied[delivery.event_id] = await self._apply(uow, delivery)
         except PoisonEvent as poison:  # rolled back: not even the inbox row stays
             await self._poison(
                 delivery.msg, f"{delivery.event.DESCRIPTOR.name} {delivery.event_id}: {poison}"
@@ -201,7 +221,21 @@ class Consumer:
                 delivery.event.DESCRIPTOR.name,
                 delivery.event_id,
             )
+            metrics.event_consumed(self.name, delivery.msg.subject, "retried")
             await delivery.msg.nak(delay=2.0)
             return
         crash_point("inbox.committed")
+        self._committed(delivery, applied)
         await delivery.msg.ack()
+
+
+def _lag_seconds(msg: Msg) -> float | None:
+    """Seconds since the event's `ce-time` (None without a readable one)."""
+    raw = (msg.headers or {}).get("ce-time")
+    if not raw:
+        return None
+    try:
+        occurred = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, time.time() - occurred.timestamp())

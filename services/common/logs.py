@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line, carrying the current request id."""
+"""Structured logging: one JSON object per line, carrying the current request id, and the
+trace and span ids whenever a span is active (tracing on: services/common/tracing.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from services.common import tracing
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -29,6 +32,8 @@ class JsonFormatter(logging.Formatter):
         }
         if request_id := request_id_var.get():
             entry["request_id"] = request_id
+        if (ids := tracing.log_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         # Extra fields passed as logger.info("...", extra={...}) become top-level keys.
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
         if record.exc_info:

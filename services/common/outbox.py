@@ -13,6 +13,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import metrics
 from services.common.jetstream import Messaging
 from services.common.sql import Transaction
 
@@ -27,6 +28,14 @@ _CLAIM = (
     ") RETURNING seq, subject, payload, headers"
 )
 _UNMARK = "UPDATE outbox SET published_at = NULL WHERE seq = ANY(:seqs)"
+# The backlog, by the partial index of unpublished rows (outbox_pending_events and
+# outbox_oldest_pending_age_seconds), at most once a second.
+_BACKLOG = (
+    "SELECT count(*) AS pending,"
+    " coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest"
+    " FROM outbox WHERE published_at IS NULL"
+)
+BACKLOG_EVERY_SECONDS = 1.0
 
 
 class OutboxRelay:
@@ -45,6 +54,7 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._publish_timeout = publish_timeout
         self._wake = asyncio.Event()
+        self._backlog_at = 0.0
 
     def wake(self) -> None:
         """Called after a commit that wrote outbox rows."""
@@ -56,6 +66,7 @@ class OutboxRelay:
         while True:
             self._wake.clear()
             try:
+                await self.measure_backlog()
                 sent = await self.publish_pending()
                 backoff = 0.1
             except asyncio.CancelledError:
@@ -68,6 +79,18 @@ class OutboxRelay:
             if sent < self._batch_size:  # drained: sleep until woken or the next poll
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+
+    async def measure_backlog(self, force: bool = False) -> None:
+        """Update the backlog gauges (rate-limited: a busy relay loops many times a second)."""
+        now = asyncio.get_running_loop().time()
+        if not force and now - self._backlog_at < BACKLOG_EVERY_SECONDS:
+            return
+        self._backlog_at = now
+        async with Transaction(self._engine, autocommit=True) as conn:
+            row = await conn.fetchrow(_BACKLOG)
+        if row is not None:
+            metrics.OUTBOX_PENDING.set(row["pending"])
+            metrics.OUTBOX_OLDEST_AGE.set(row["oldest"])
 
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many rows were published and marked."""
@@ -87,6 +110,7 @@ class OutboxRelay:
                     failure = error  # keep order: stop at the first failure, unmark the rest
                     break
                 published.append(seq)
+                metrics.OUTBOX_PUBLISHED.labels(subject).inc()
             if failure is not None:
                 unpublished = [row["seq"] for row in rows[len(published) :]]
                 await conn.execute(_UNMARK, {"seqs": unpublished})

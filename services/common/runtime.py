@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import eventloop
+from services.common import eventloop, metrics, tracing
 from services.common.db import create_engine, is_connection_error
 from services.common.events import OWN_STREAM
 from services.common.grpc_server import GrpcServer, create_server
+from services.common.http import HttpApp, HttpServer
 from services.common.inbox import Consumer
 from services.common.jetstream import Messaging
 from services.common.logs import configure_logging
@@ -113,7 +115,9 @@ async def apply_migrations(engine: AsyncEngine, spec: ServiceSpec) -> None:
 
 
 async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
+    tracing.setup(settings.service)  # only when an OTEL_* variable configures an exporter
     engine = create_engine(settings.database_url, spec.schema, pool_size=settings.db_pool_size)
+    pool_metrics = metrics.register_pool(engine.pool)
     messaging = Messaging(
         settings.nats_url,
         name=f"shop-{settings.service}",
@@ -125,6 +129,7 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
     )
     tasks: list[asyncio.Task[None]] = []
     server: GrpcServer | None = None
+    http: HttpServer | None = None
     draining = False
     loop = asyncio.get_running_loop()
 
@@ -153,6 +158,8 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
             credentials=server_credentials(settings.grpc_tls) if settings.grpc_tls else None,
             interceptors=[AuthorizationInterceptor(settings.authz)] if settings.authz else [],
         )
+        http = HttpServer(settings.host, settings.http_port, HttpApp(_serving(server)))
+        await http.start()
         jobs: list[Coroutine[Any, Any, None]] = [messaging.connect(), relay.run()]
         jobs += [consumer.run() for consumer in wiring.consumers]
         jobs += [job() for job in wiring.background]
@@ -170,10 +177,15 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         else:
             await server.set_serving(True)
             log.info(
-                "%s service SERVING on port %d",
+                "%s service SERVING on port %d (HTTP: /metrics, /healthz on port %d)",
                 settings.service,
                 server.port,
-                extra={"port": server.port, "services": list(wiring.service_names)},
+                http.port,
+                extra={
+                    "port": server.port,
+                    "http_port": http.port,
+                    "services": list(wiring.service_names),
+                },
             )
         await stop.wait()
         log.info(
@@ -182,6 +194,8 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         )
         await server.stop(settings.shutdown_grace_seconds)
     finally:
+        if http is not None:
+            await http.stop()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -189,6 +203,8 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
                 await task
         await messaging.close()
         await engine.dispose()
+        metrics.unregister(pool_metrics)
+        tracing.shutdown()  # flush the spans still buffered
         log.info("%s service stopped", settings.service)
 
 
@@ -198,6 +214,17 @@ async def migrate_only(settings: CoreSettings, spec: ServiceSpec) -> None:
         await apply_migrations(engine, spec)
     finally:
         await engine.dispose()
+
+
+def _serving(server: GrpcServer) -> Callable[[], Coroutine[Any, Any, bool]]:
+    """/healthz: the gRPC health of "" (the whole server), as a probe would see it."""
+    request = health_pb2.HealthCheckRequest(service="")
+
+    async def serving() -> bool:
+        response = await server.health.Check(request, None)
+        return response is not None and response.status == health_pb2.HealthCheckResponse.SERVING
+
+    return serving
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

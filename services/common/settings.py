@@ -18,6 +18,8 @@ from services.common.security_settings import (
     redact_urls,
 )
 
+HTTP_PORTS = {"order": 8051, "credit": 8052, "payment": 8053}
+
 
 class SettingsError(Exception):
     """Raised with every problem found, so an operator fixes them in one go."""
@@ -124,6 +126,7 @@ class CoreSettings:
     service: str
     host: str
     port: int
+    http_port: int
     database_url: str
     nats_url: str
     log_level: str
@@ -163,6 +166,13 @@ class CoreSettings:
             service=service,
             host=env.text("GRPC_HOST", "[::]"),
             port=env.integer(f"{service.upper()}_PORT", default_port, minimum=0, maximum=65535),
+            # /metrics and /healthz (and the Connect door): 8051, 8052, 8053 beside 5005x
+            http_port=env.integer(
+                f"{service.upper()}_HTTP_PORT",
+                HTTP_PORTS.get(service, 0),
+                minimum=0,
+                maximum=65535,
+            ),
             database_url=database_url,
             nats_url=env.nats_url(),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),

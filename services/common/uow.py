@@ -16,6 +16,7 @@ from typing import Any, NoReturn, Self
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import metrics, tracing
 from services.common.db import is_connection_error
 from services.common.errors import DomainError, Unavailable
 from services.common.events import envelope
@@ -38,7 +39,9 @@ class UnitOfWork:
     ) -> None:
         self._source = source
         self._on_commit = on_commit
-        self._events: list[Message] = []
+        # each event with the traceparent of the span active when it was emitted (None: off)
+        self._events: list[tuple[Message, str | None]] = []
+        self._counts = metrics.CommitCounts()
         self._tx = Transaction(engine, before_commit=self._write_outbox)
         self._sql: Sql | None = None
         self._wrote_outbox = False  # by a statement from with_events
@@ -58,7 +61,7 @@ class UnitOfWork:
         """Queue an event; it is written to the outbox when the unit of work commits."""
         if self._tx.autocommit:
             raise RuntimeError("an autocommit unit of work cannot emit events")
-        self._events.append(event)
+        self._events.append((event, tracing.current_traceparent()))
 
     def with_events(self, *events: Message) -> Sql:
         """For an autocommit unit of work whose change is one `INSERT`/`UPDATE … RETURNING`:
@@ -68,7 +71,8 @@ class UnitOfWork:
         are built before the statement runs, so they cannot quote what it computes."""
         if not self._tx.autocommit:
             raise RuntimeError("in a transaction, emit() the events instead")
-        rows = [_outbox_row(event, self._source) for event in events]
+        traceparent = tracing.current_traceparent()
+        rows = [_outbox_row(event, self._source, traceparent) for event in events]
         return _StatementWithEvents(self.conn.driver, rows, self._outbox_written)
 
     def _outbox_written(self) -> None:
@@ -80,6 +84,7 @@ class UnitOfWork:
         except Exception as error:
             _raise_unavailable_if_database_lost(error)
             raise
+        self._counts.enter()
         return self
 
     async def __aexit__(
@@ -91,8 +96,10 @@ class UnitOfWork:
         try:
             await self._tx.end(exc)  # commit (the outbox rows last) or roll back
         except Exception as commit_error:
+            self._counts.exit(committed=False)
             _raise_unavailable_if_database_lost(commit_error)
             raise
+        self._counts.exit(committed=exc is None)
         if exc is None:
             if self._events or self._wrote_outbox:
                 crash_point("outbox.committed")
@@ -104,15 +111,21 @@ class UnitOfWork:
             _raise_unavailable_if_database_lost(exc)
 
     async def _write_outbox(self, sql: Sql) -> None:
-        rows = [_outbox_row(event, self._source) for event in self._events]
+        rows = [_outbox_row(event, self._source, parent) for event, parent in self._events]
+        for row in rows:
+            metrics.count_event(row["event_type"])  # counted when the transaction commits
         if len(rows) == 1:  # the usual case; asyncpg's executemany costs more for one row
             await sql.execute(_INSERT_OUTBOX, rows[0])
         elif rows:
             await sql.executemany(_INSERT_OUTBOX, rows)
 
 
-def _outbox_row(event: Message, source: str) -> dict[str, Any]:
+def _outbox_row(event: Message, source: str, traceparent: str | None) -> dict[str, Any]:
+    """The row; its headers carry the `traceparent` of the state change's span, if any, which
+    the relay publishes with the event (DESIGN: one saga is one trace)."""
     env = envelope(event, source)
+    if traceparent:
+        env.headers["traceparent"] = traceparent
     return {
         "event_id": env.event_id,
         "subject": env.subject,
@@ -160,6 +173,8 @@ class _StatementWithEvents(Sql):
         found = await super().fetchrow(statement, {**(params or {}), **outbox_params})
         if found is not None:
             self._written()
+            for row in self._rows:
+                metrics.count_event(row["event_type"])
         return found
 
     async def fetch(self, sql: str, params: Params | None = None) -> NoReturn:

@@ -42,6 +42,10 @@ def banner(mesh: LocalMesh) -> str:
         "",
         "The mesh is up:",
         *(f"  {s.name:<8} {s.target:<18} {s.service_name}" for s in mesh.services.values()),
+        *(
+            f"  {s.name:<8} http://{s.http_address:<18} /metrics /healthz"
+            for s in mesh.services.values()
+        ),
         f"  NATS     {redact_urls(mesh.nats_url or '')}",
         f"  Postgres {redact_url(mesh.database_url or '')}",  # a password shows as ***
         f"  logs     {DATA_DIR / 'logs'}/<service>.log",

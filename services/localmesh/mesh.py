@@ -31,6 +31,12 @@ SERVICES: dict[str, tuple[int, str, str]] = {
     "credit": (50052, "CREDIT_PORT", "shop.credit.v1.CreditService"),
     "payment": (50053, "PAYMENT_PORT", "shop.payment.v1.PaymentService"),
 }
+# name → (default HTTP port: /metrics, /healthz; its variable)
+HTTP_PORTS: dict[str, tuple[int, str]] = {
+    "order": (8051, "ORDER_HTTP_PORT"),
+    "credit": (8052, "CREDIT_HTTP_PORT"),
+    "payment": (8053, "PAYMENT_HTTP_PORT"),
+}
 
 
 class MeshError(RuntimeError):
@@ -64,12 +70,17 @@ class ServiceProcess:
     name: str
     port: int
     log_path: Path
+    http_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     _pump: threading.Thread | None = None
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
 
     @property
     def service_name(self) -> str:
@@ -132,6 +143,8 @@ class LocalMesh:
     database_url: str | None = None
     nats_url: str | None = None
     ports: Mapping[str, int] = field(default_factory=dict)
+    # HTTP ports (/metrics, /healthz); by default 805x, or free ones when `ports` asks for 0
+    http_ports: Mapping[str, int] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # per service, on top of extra_env (e.g. each service's own TLS certificate)
     service_env_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -170,6 +183,7 @@ class LocalMesh:
         }
         for name, service in self.services.items():
             env[SERVICES[name][1]] = str(service.port)
+            env[HTTP_PORTS[name][1]] = str(service.http_port)
         env["ORDER_TARGET"] = self.services["order"].target
         env["CREDIT_TARGET"] = self.services["credit"].target
         env.update(self.extra_env)
@@ -181,7 +195,14 @@ class LocalMesh:
             port, _ = find_free_port(wanted) if wanted else find_free_port(0)
             if wanted and port != wanted:
                 self.progress(f"port {wanted} is busy; {name} takes {port}")
-            self.services[name] = ServiceProcess(name, port, self.data_dir / "logs" / f"{name}.log")
+            # the HTTP port: its default beside a default gRPC port, else a free one too
+            wanted_http = self.http_ports.get(name, HTTP_PORTS[name][0] if wanted else 0)
+            http_port, _ = find_free_port(wanted_http) if wanted_http else find_free_port(0)
+            if wanted_http and http_port != wanted_http:
+                self.progress(f"port {wanted_http} is busy; {name}'s HTTP port is {http_port}")
+            self.services[name] = ServiceProcess(
+                name, port, self.data_dir / "logs" / f"{name}.log", http_port
+            )
         env = self.service_env()
         for service in self.services.values():
             self.progress(f"starting {service.name} service on port {service.port}")

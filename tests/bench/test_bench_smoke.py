@@ -69,3 +69,24 @@ def test_a_run_with_errors_says_so_loudly() -> None:
     text = verdict(results)
     assert "ERRORS" in text
     assert "3 errors in phase saga" in text
+
+
+def test_bench_with_tracing_exports_the_spans_to_its_receiver(infra: Infra, tmp_path: Path) -> None:
+    """BENCH_TRACING=1: the same run, the services exporting spans to a local receiver."""
+    database_url = asyncio.run(infra.create_database("bench"))
+    config = BenchConfig(
+        seconds=0.5,
+        concurrency=2,
+        users=2,
+        database_url=database_url,
+        nats_url=None,
+        data_dir=tmp_path,
+        quiet=True,
+        tracing=True,
+    )
+    results = asyncio.run(Bench(config).run())
+    assert results["ok"] is True
+    assert results["config"]["tracing"] is True
+    assert results["saga"]["count"] > 0
+    # at least a server span per ProcessPayment and per CreateOrder, and the consumers'
+    assert results["spans_exported"] > results["saga"]["count"] * 4

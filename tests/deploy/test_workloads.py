@@ -180,7 +180,11 @@ def grpc_port(rendered: Rendered, service: str) -> int:
     c = container(deployment(rendered, service)["spec"]["template"]["spec"], service)
     settings = SERVICES[service].settings(resolved_env(rendered, c))
     port: int = settings.core.port
-    assert c["ports"] == [{"name": "grpc", "containerPort": port, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "grpc", "containerPort": port, "protocol": "TCP"},
+        # /metrics and /healthz (docs/observability.md)
+        {"name": "http", "containerPort": settings.core.http_port, "protocol": "TCP"},
+    ]
     return port
 
 

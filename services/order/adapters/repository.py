@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.common import metrics
 from services.common.money import Money
 from services.common.paging import Fetched, Keyset, PageCursor
 from services.common.sql import Record, Sql, row_lock
@@ -96,6 +97,7 @@ class OrderRepository:
                 "items": _items_to_json(order),
             },
         )
+        metrics.count_after_commit(metrics.ORDERS, order.status.value)
         return _from_row(row)
 
     async def get(self, order_id: str, *, for_update: bool = False) -> StoredOrder | None:
@@ -122,6 +124,7 @@ class OrderRepository:
                 "reason": order.failure_reason or None,
             },
         )
+        metrics.count_after_commit(metrics.ORDERS, order.status.value)
         return _from_row(row)
 
     async def list_for_customer(
