@@ -1,8 +1,9 @@
 """The one gRPC server factory every service uses.
 
 Health (`grpc.health.v1`, per full service name and for ""), reflection, bounded message
-sizes, and one interceptor that gives every call a request id, a log line, and turns domain
-errors into `google.rpc.Status` with `ErrorInfo` / `BadRequest` details.
+sizes, one interceptor that gives every call a request id, a log line, and turns domain
+errors into `google.rpc.Status` with `ErrorInfo` / `BadRequest` details, and one that checks
+every request against its `buf.validate` rules (services/common/request_rules.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from grpc_status import rpc_status
 
 from services.common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
 from services.common.logs import request_id_var
+from services.common.request_rules import RequestRulesInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +182,10 @@ async def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> GrpcServer:
     """Build and start a server on `address` ("host:0" picks a free port); TLS when given
-    `credentials`; `interceptors` (e.g. authorization) run inside our own."""
+    `credentials`; `interceptors` (e.g. authorization) run inside our own, and every request
+    is checked against its `buf.validate` rules last, just before its handler."""
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(), *interceptors],
+        interceptors=[ServerInterceptor(), *interceptors, RequestRulesInterceptor()],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

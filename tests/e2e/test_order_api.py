@@ -110,7 +110,7 @@ async def try_cancel(
         ({"items": [item(quantity=0)]}, {"items[0].quantity"}),
         ({"items": [item(), item(quantity=-1)]}, {"items[1].quantity"}),
         ({"items": [item(minor=None)]}, {"items[0].unit_price"}),
-        ({"items": [item(minor=-5)]}, {"items[0].unit_price.minor_units"}),
+        ({"items": [item(minor=-5)]}, {"items[0].unit_price"}),
         ({"items": [item(currency="ABC")]}, {"items[0].unit_price.currency_code"}),
         ({"items": [item(), item(currency="EUR")]}, {"items[1].unit_price.currency_code"}),
         ({"items": [item(minor=0)]}, {"items"}),
