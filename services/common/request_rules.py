@@ -43,18 +43,19 @@ def field_path(violation: protovalidate.Violation) -> str:
     return "".join(parts)
 
 
-def _oneof_fields(descriptor: Any, request: Message) -> list[str]:
-    """The fields of the message-level `oneof` rules the request breaks: none or several set
-    (when required), more than one set otherwise. BadRequest names each of them."""
-    options = descriptor.GetOptions()
-    rules = options.Extensions[validate_pb2.message]
-    named: list[str] = []
+def _broken_oneofs(request: Message) -> list[list[str]]:
+    """The fields of each message-level `oneof` rule the request breaks (none set when one is
+    required, or more than one set), in declaration order, the order protovalidate reports
+    them in. Its violation names no field; the BadRequest names each field of the group."""
+    descriptor: Any = request.DESCRIPTOR
+    rules = descriptor.GetOptions().Extensions[validate_pb2.message]
+    broken: list[list[str]] = []
     for rule in rules.oneof:
         fields = list(rule.fields)
         present = sum(1 for name in fields if _is_set(request, descriptor.fields_by_name[name]))
         if present > 1 or (present == 0 and rule.required):
-            named += fields
-    return named
+            broken.append(fields)
+    return broken
 
 
 def _is_set(request: Message, field: Any) -> bool:
@@ -67,15 +68,17 @@ def _is_set(request: Message, field: Any) -> bool:
 def violations_of(request: Message) -> list[FieldViolation]:
     """Every rule the request breaks, in the order protovalidate reports them."""
     found: list[FieldViolation] = []
+    oneofs: list[list[str]] | None = None
     for violation in _VALIDATOR.collect_violations(request):
         proto = violation.proto
         message = proto.message or proto.rule_id or "is invalid"
         path = field_path(violation)
         if not path and proto.rule_id == _MESSAGE_ONEOF:
-            found += [
-                FieldViolation(name, message) for name in _oneof_fields(request.DESCRIPTOR, request)
-            ]
-            continue
+            oneofs = _broken_oneofs(request) if oneofs is None else oneofs
+            group = oneofs.pop(0) if oneofs else []
+            found += [FieldViolation(name, message) for name in group]
+            if group:
+                continue
         found.append(FieldViolation(path, message))
     return found
 
@@ -86,7 +89,13 @@ def check(request: Message) -> None:
 
 
 class RequestRulesInterceptor(grpc.aio.ServerInterceptor):
-    """Validates each unary request against its `buf.validate` rules before the handler."""
+    """Validates each unary request against its `buf.validate` rules before the handler.
+
+    The wrapped handler is built once per method and reused (gRPC looks the handler up for
+    every call and hands back the same one), so a call costs the validation alone."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -98,14 +107,20 @@ class RequestRulesInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # streams (health Watch, reflection) carry no rules of ours
+        method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         inner: Handler = handler.unary_unary  # type: ignore[assignment]
 
         async def validated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             check(request)
             return await inner(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
+        wrapped = grpc.unary_unary_rpc_method_handler(
             validated,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
