@@ -13,16 +13,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python3 -m venv /opt/venv
-# The project (services/) and its pinned dependency ranges, as a regular (non-editable) install.
+# The project as a regular (non-editable) install of its wheel: the services, the code
+# generated from proto/ (the `shop` and `buf` packages of gen/, see pyproject.toml) and the
+# pinned dependency ranges.
 COPY pyproject.toml README.md ./
 COPY services/ services/
+COPY gen/ gen/
 RUN /opt/venv/bin/pip install .
-# Generated protobuf/gRPC code (the `shop` package), next to the services in the venv.
-COPY gen/shop/ /opt/venv/shop-gen/shop/
 COPY deploy/docker/entrypoint.sh /opt/venv/bin/shop-entrypoint
 RUN purelib="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-    && mv /opt/venv/shop-gen/shop "$purelib"/shop \
-    && rmdir /opt/venv/shop-gen \
     && chmod 0555 /opt/venv/bin/shop-entrypoint \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet pip \
     && /opt/venv/bin/python -m compileall -q "$purelib"

@@ -17,13 +17,18 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing dependencies"
+	@echo "==> [1/3] creating $(VENV) with $$($(PYTHON) --version 2>&1) ($(PYTHON))"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> [2/3] upgrading pip"
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	@# Generated code lives in gen/ (committed); put it on the venv's import path.
-	echo "$(CURDIR)/gen" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/shop_gen.pth"
+	@echo "==> [3/3] installing the project and its dependencies (a few minutes the first time;"
+	@echo "    pip prints each package as it goes)"
+	@# The project is installed in editable mode: services/ and the generated code in gen/
+	@# (the `shop` and `buf` packages, see pyproject.toml) import from this checkout.
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
+	@rm -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/shop_gen.pth"
 	touch $(STAMP)
+	@echo "==> $(VENV) is ready"
 
 .PHONY: venv
 venv: $(STAMP) ## Create .venv and install everything (idempotent)

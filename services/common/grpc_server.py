@@ -1,9 +1,10 @@
 """The one gRPC server factory every service uses.
 
 Health (`grpc.health.v1`, per full service name and for ""), reflection, bounded message
-sizes, and one interceptor that gives every call a request id, a log line, its metrics
+sizes, one interceptor that gives every call a request id, a log line, its metrics
 (grpc_server_handled_total, grpc_server_handling_seconds), and turns domain errors into
-`google.rpc.Status` with `ErrorInfo` / `BadRequest` details.
+`google.rpc.Status` with `ErrorInfo` / `BadRequest` details, and one that checks every
+request against its `buf.validate` rules (services/common/request_rules.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.logs import request_id_var
+from services.common.request_rules import RequestRulesInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +222,16 @@ async def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> GrpcServer:
     """Build and start a server on `address` ("host:0" picks a free port); TLS when given
-    `credentials`; `interceptors` (e.g. authorization) run inside our own, and the tracing
-    interceptor (when traces are on) outside it."""
+    `credentials`; `interceptors` (e.g. authorization) run inside our own, the tracing
+    interceptor (when traces are on) outside it, and every request is checked against its
+    `buf.validate` rules last, just before its handler."""
     server = grpc.aio.server(
-        interceptors=[*tracing.server_interceptors(), ServerInterceptor(), *interceptors],
+        interceptors=[
+            *tracing.server_interceptors(),
+            ServerInterceptor(),
+            *interceptors,
+            RequestRulesInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

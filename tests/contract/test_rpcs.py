@@ -32,21 +32,19 @@ UUID_FIELDS = [
 ]
 
 
-def call(served: Served, method: Method, request: bytes) -> bytes:
+def call(channel: grpc.Channel, method: Method, request: bytes) -> bytes:
     """One unary call with a raw request; the response comes back undecoded."""
-    stub: grpc.UnaryUnaryMultiCallable[bytes, bytes] = served.channel(method.service).unary_unary(
-        method.path
-    )
+    stub: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method.path)
     response = stub(request, timeout=TIMEOUT, wait_for_ready=True)
     return response
 
 
-def refusal(served: Served, method: Method, request: bytes) -> grpc.RpcError:
+def refusal(channel: grpc.Channel, method: Method, request: bytes, what: str = "") -> grpc.RpcError:
     try:
-        call(served, method, request)
+        call(channel, method, request)
     except grpc.RpcError as error:
         return error
-    raise AssertionError(f"{method.path} accepted the request {request!r}")
+    raise AssertionError(f"{method.path} accepted {what or 'the request'} {request!r}")
 
 
 def violations(error: grpc.RpcError) -> dict[str, str]:
@@ -85,7 +83,7 @@ def test_reflection_lists_the_method_and_resolves_its_types(method: Method, serv
 @pytest.mark.parametrize("method", CONTRACT.methods, ids=lambda m: m.id)
 def test_the_server_answers_the_method(method: Method, served: Served) -> None:
     try:
-        call(served, method, b"")
+        call(served.channel(method.service), method, b"")
         code = grpc.StatusCode.OK
     except grpc.RpcError as error:
         code = error.code()
@@ -95,18 +93,15 @@ def test_the_server_answers_the_method(method: Method, served: Served) -> None:
     )
 
 
-@pytest.mark.contract("rpc", "empty->BadRequest")
-@pytest.mark.parametrize("method", CONTRACT.methods, ids=lambda m: m.id)
-def test_the_empty_request_is_refused_naming_the_required_fields(
-    method: Method, served: Served
-) -> None:
-    error = refusal(served, method, b"")
+def check_empty_request(channel: grpc.Channel, method: Method) -> None:
+    """The empty request is refused with a BadRequest naming exactly the required fields."""
+    error = refusal(channel, method, b"")
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method.path, error)
     named = violations(error)
     expected = required_fields(method)
     assert expected, (
         f"{method.input_type} declares no required field: mark them with "
-        "[(shop.common.v1.rules) = {required: true}]"
+        "[(buf.validate.field).required = true]"
     )
     assert set(named) == expected, (
         f"{method.path}: the empty request's BadRequest names {sorted(named)}; the proto's "
@@ -115,16 +110,12 @@ def test_the_empty_request_is_refused_naming_the_required_fields(
     assert all(named.values()), f"{method.path}: a field violation without a description"
 
 
-@pytest.mark.contract("rpc", "uuid fields")
-@pytest.mark.parametrize(
-    ("method", "rule"), UUID_FIELDS, ids=[f"{m.id}.{r.field}" for m, r in UUID_FIELDS]
-)
-def test_a_uuid_field_refuses_a_malformed_value(
-    method: Method, rule: FieldRule, served: Served
-) -> None:
+def check_uuid_field(channel: grpc.Channel, method: Method, rule: FieldRule) -> None:
+    """A malformed UUID in the field is refused with a BadRequest naming the field."""
     request = CONTRACT.message_class(method.input_type)()
     setattr(request, rule.field, MALFORMED_UUID)
-    error = refusal(served, method, request.SerializeToString())
+    what = f"{rule.field}={MALFORMED_UUID!r}"
+    error = refusal(channel, method, request.SerializeToString(), what)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method.path, error)
     named = violations(error)
     assert rule.field in named, (
@@ -134,10 +125,34 @@ def test_a_uuid_field_refuses_a_malformed_value(
     assert "uuid" in named[rule.field].lower(), named[rule.field]
 
 
+@pytest.mark.contract("rpc", "empty->BadRequest")
+@pytest.mark.parametrize("method", CONTRACT.methods, ids=lambda m: m.id)
+def test_the_empty_request_is_refused_naming_the_required_fields(
+    method: Method, served: Served
+) -> None:
+    check_empty_request(served.channel(method.service), method)
+
+
+@pytest.mark.contract("rpc", "uuid fields")
+@pytest.mark.parametrize(
+    ("method", "rule"), UUID_FIELDS, ids=[f"{m.id}.{r.field}" for m, r in UUID_FIELDS]
+)
+def test_a_uuid_field_refuses_a_malformed_value(
+    method: Method, rule: FieldRule, served: Served
+) -> None:
+    check_uuid_field(served.channel(method.service), method, rule)
+
+
 def test_every_request_message_and_uuid_field_is_covered() -> None:
     """The parametrization above is not empty by accident."""
     assert CONTRACT.methods
     assert {m.input_type for m, _ in UUID_FIELDS}
+
+
+def test_every_id_field_of_a_request_declares_its_uuid_rule() -> None:
+    """An id without `(buf.validate.field).string.uuid` would not be checked by any server
+    nor by the cases above: the contract itself must declare it."""
+    assert CONTRACT.id_fields_without_uuid_rule() == []
 
 
 @pytest.mark.contract("service", "health SERVING")

@@ -79,11 +79,18 @@ def test_the_venv_is_built_in_the_first_stage_and_copied() -> None:
     assert all(a.startswith("--from=") for a in copied), "final stage copies builds only"
 
 
-def test_services_and_generated_code_go_into_the_image() -> None:
+def test_services_and_generated_code_go_into_the_image_through_the_wheel() -> None:
+    """gen/ is part of the package (pyproject.toml): copied into the build context before
+    `pip install .`, never moved into site-packages by hand."""
     build = stages()[0]
-    sources = " ".join(a for i, a in build if i == "COPY")
+    copies = [a for i, a in build if i == "COPY"]
+    sources = " ".join(copies)
     assert "services/" in sources
-    assert "gen/shop/" in sources
+    assert "gen/ gen/" in sources
+    install = next(n for n, (i, a) in enumerate(build) if i == "RUN" and "pip install ." in a)
+    copied_gen = next(n for n, (i, a) in enumerate(build) if i == "COPY" and a.startswith("gen/"))
+    assert copied_gen < install
+    assert not any("shop-gen" in a or "mv " in a for i, a in build if i == "RUN")
 
 
 def test_final_stage_has_no_compilers() -> None:

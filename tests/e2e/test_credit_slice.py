@@ -101,8 +101,8 @@ GOOD_CUSTOMER = "6f1e0e0c-8d7e-4a4b-9c55-3f1f5b9b7a10"
     ("request_fields", "bad_fields"),
     [
         ({"customer_id": "not-a-uuid"}, {"customer_id"}),
-        ({"amount": Money(currency_code="USD", minor_units=0)}, {"amount.minor_units"}),
-        ({"amount": Money(currency_code="USD", minor_units=-500)}, {"amount.minor_units"}),
+        ({"amount": Money(currency_code="USD", minor_units=0)}, {"amount"}),
+        ({"amount": Money(currency_code="USD", minor_units=-500)}, {"amount"}),
         ({"amount": Money(currency_code="ABC", minor_units=100)}, {"amount.currency_code"}),
         ({"amount": None}, {"amount"}),
         ({"request_id": "42"}, {"request_id"}),

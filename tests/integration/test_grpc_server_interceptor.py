@@ -25,12 +25,15 @@ from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
+# Well-formed ids (the request rules refuse anything else before the servicer runs).
+FOUND, MISSING, BOOM = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
+
 
 class _Orders(order_service_pb2_grpc.OrderServiceServicer):  # ListOrders stays unimplemented
     async def GetOrder(self, request: Any, context: Any) -> Any:
-        if request.order_id == "missing":
+        if request.order_id == MISSING:
             raise NotFound("order missing does not exist", "ORDER_NOT_FOUND")
-        if request.order_id == "boom":
+        if request.order_id == BOOM:
             raise RuntimeError("a bug")
         return order_service_pb2.GetOrderResponse(order=order_pb2.Order(order_id=request.order_id))
 
@@ -58,18 +61,18 @@ async def test_a_successful_call_echoes_the_callers_request_id(
     stub: Any,
 ) -> None:
     call = stub.GetOrder(
-        order_service_pb2.GetOrderRequest(order_id="o-1"),
+        order_service_pb2.GetOrderRequest(order_id=FOUND),
         metadata=((REQUEST_ID_HEADER, "req-42"),),
         timeout=10,
     )
-    assert (await call).order.order_id == "o-1"
+    assert (await call).order.order_id == FOUND
     assert _request_id(await call.trailing_metadata()) == "req-42"
 
 
 async def test_a_call_without_one_gets_a_new_uuid(
     stub: Any,
 ) -> None:
-    call = stub.GetOrder(order_service_pb2.GetOrderRequest(order_id="o-1"), timeout=10)
+    call = stub.GetOrder(order_service_pb2.GetOrderRequest(order_id=FOUND), timeout=10)
     await call
     assert uuid.UUID(_request_id(await call.trailing_metadata()))
 
@@ -77,8 +80,8 @@ async def test_a_call_without_one_gets_a_new_uuid(
 @pytest.mark.parametrize(
     ("order_id", "code", "reason"),
     [
-        ("missing", grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND"),
-        ("boom", grpc.StatusCode.INTERNAL, "INTERNAL"),
+        (MISSING, grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND"),
+        (BOOM, grpc.StatusCode.INTERNAL, "INTERNAL"),
     ],
 )
 async def test_an_error_carries_the_request_id_and_its_details(
@@ -104,7 +107,7 @@ async def test_a_declared_but_unimplemented_method_is_unimplemented_with_its_req
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as failed:
         await stub.ListOrders(
-            order_service_pb2.ListOrdersRequest(),
+            order_service_pb2.ListOrdersRequest(customer_id=FOUND),
             metadata=((REQUEST_ID_HEADER, "req-8"),),
             timeout=10,
         )

@@ -1,15 +1,21 @@
-"""CreateOrder request validation: every bad field at once, as google.rpc.BadRequest names."""
+"""CreateOrder request validation, as google.rpc.BadRequest names the fields: the item rules of
+proto/ (buf.validate, every bad field at once) first, then the order-level rules of the domain
+(one currency, a total above zero that fits) on items that pass them."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
+from services.common.errors import InvalidArgument
 from services.common.money import MAX_MINOR_UNITS, Money
-from services.common.validation import Validator
+from services.common.request_rules import violations_of
 from services.order.domain.model import MAX_ITEMS, LineItem
-from services.order.entrypoints.grpc_api import validate_items
+from services.order.entrypoints.grpc_api import line_items
 from shop.common.v1.money_pb2 import Money as MoneyProto
 from shop.order.v1.order_pb2 import OrderItem
+from shop.order.v1.order_service_pb2 import CreateOrderRequest
 
 
 def item(
@@ -23,15 +29,23 @@ def item(
 
 
 def bad_fields(items: list[OrderItem]) -> set[str]:
-    v = Validator()
-    validate_items(v, items)
-    return {violation.field for violation in v.violations}
+    """What the server refuses: the request's rules, then (when they pass) the domain's."""
+    ids = str(uuid.uuid4())
+    request = CreateOrderRequest(customer_id=ids, items=items, request_id=ids)
+    found = violations_of(request)
+    if found:
+        return {violation.field for violation in found}
+    try:
+        line_items(request.items)
+    except InvalidArgument as refused:
+        return {violation.field for violation in refused.violations}
+    return set()
 
 
 def test_good_items_become_line_items_with_the_default_currency() -> None:
-    v = Validator()
-    parsed = validate_items(v, [item(quantity=2, minor=1999, currency=""), item("B", 1, 1)])
-    assert v.violations == []
+    items = [item(quantity=2, minor=1999, currency=""), item("B", 1, 1)]
+    assert bad_fields(items) == set()
+    parsed = line_items(items)
     assert parsed == [LineItem("SKU-1", 2, Money("USD", 1999)), LineItem("B", 1, Money("USD", 1))]
 
 
@@ -45,14 +59,11 @@ def test_good_items_become_line_items_with_the_default_currency() -> None:
         ([item(quantity=0)], {"items[0].quantity"}),
         ([item(quantity=-3)], {"items[0].quantity"}),
         ([item(minor=None)], {"items[0].unit_price"}),
-        ([item(minor=-1)], {"items[0].unit_price.minor_units"}),
+        ([item(minor=-1)], {"items[0].unit_price"}),
         ([item(currency="ABC")], {"items[0].unit_price.currency_code"}),
         ([item(), item(currency="EUR")], {"items[1].unit_price.currency_code"}),
-        # Mixed currencies are reported alongside the item's other problems.
-        (
-            [item(), item(sku="", quantity=0, currency="EUR")],
-            {"items[1].sku", "items[1].quantity", "items[1].unit_price.currency_code"},
-        ),
+        # Mixed currencies (a rule of the order, not of one item) once every item is valid.
+        ([item(), item(sku="", quantity=0, currency="EUR")], {"items[1].sku", "items[1].quantity"}),
         ([item(minor=0), item("B", minor=0)], {"items"}),
         ([item(minor=MAX_MINOR_UNITS), item("B", minor=1)], {"items"}),
         ([item(quantity=2**31 - 1, minor=MAX_MINOR_UNITS)], {"items"}),

@@ -9,7 +9,7 @@ import grpc
 
 from services.common.idempotency import run_idempotent
 from services.common.paging import PageCursor, Pager
-from services.common.validation import Validator
+from services.common.validation import canonical_id, money, page_size
 from services.credit.adapters.proto_mapping import account_to_proto, reservation_to_proto
 from services.credit.adapters.reservations import StoredReservation
 from services.credit.adapters.unit_of_work import SqlCreditUnitOfWork
@@ -31,23 +31,18 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
     async def TopUpCredits(
         self, request: credit_service_pb2.TopUpCreditsRequest, context: Context
     ) -> credit_service_pb2.TopUpCreditsResponse:
-        v = Validator()
-        customer_id = v.uuid("customer_id", request.customer_id)
-        amount = v.money("amount", request.amount if request.HasField("amount") else None)
-        request_id = v.uuid("request_id", request.request_id)
-        v.check()
-        assert customer_id
-        assert amount
-        assert request_id
+        customer_id = canonical_id(request.customer_id)
+        amount = money(request.amount)
+        request_id = canonical_id(request.request_id)
 
         async def work(uow: SqlCreditUnitOfWork) -> credit_service_pb2.TopUpCreditsResponse:
-            stored = await handlers.top_up(uow, str(customer_id), amount, str(request_id))
+            stored = await handlers.top_up(uow, customer_id, amount, request_id)
             return credit_service_pb2.TopUpCreditsResponse(account=account_to_proto(stored))
 
         return await run_idempotent(
             self.unit_of_work,
             "TopUpCredits",
-            str(request_id),
+            request_id,
             request,
             credit_service_pb2.TopUpCreditsResponse,
             work,
@@ -56,35 +51,27 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
     async def GetCreditAccount(
         self, request: credit_service_pb2.GetCreditAccountRequest, context: Context
     ) -> credit_service_pb2.GetCreditAccountResponse:
-        v = Validator()
-        customer_id = v.uuid("customer_id", request.customer_id)
-        v.check()
         async with self.unit_of_work().autocommit() as uow:
-            stored = await handlers.get_account(uow, str(customer_id))
+            stored = await handlers.get_account(uow, canonical_id(request.customer_id))
         return credit_service_pb2.GetCreditAccountResponse(account=account_to_proto(stored))
 
     async def GetReservation(
         self, request: credit_service_pb2.GetReservationRequest, context: Context
     ) -> credit_service_pb2.GetReservationResponse:
-        v = Validator()
-        reservation_id = v.uuid("reservation_id", request.reservation_id)
-        v.check()
         async with self.unit_of_work().autocommit() as uow:
-            stored = await handlers.get_reservation(uow, str(reservation_id))
+            stored = await handlers.get_reservation(uow, canonical_id(request.reservation_id))
         return credit_service_pb2.GetReservationResponse(reservation=reservation_to_proto(stored))
 
     async def ListReservations(
         self, request: credit_service_pb2.ListReservationsRequest, context: Context
     ) -> credit_service_pb2.ListReservationsResponse:
-        v = Validator()
-        customer_id = v.uuid("customer_id", request.customer_id)
-        page_size = v.page_size("page_size", request.page_size)
-        v.check()
+        customer_id = canonical_id(request.customer_id)
+        size = page_size(request.page_size)
         query = f"customer_id={customer_id}"
         after = self.pager.decode(request.page_token, query)
         async with self.unit_of_work().autocommit() as uow:
-            rows = await handlers.list_reservations(uow, str(customer_id), after, page_size + 1)
-        reservations, token = self.pager.page(rows, page_size, query, _cursor, reservation_to_proto)
+            rows = await handlers.list_reservations(uow, customer_id, after, size + 1)
+        reservations, token = self.pager.page(rows, size, query, _cursor, reservation_to_proto)
         return credit_service_pb2.ListReservationsResponse(
             reservations=reservations, next_page_token=token
         )

@@ -23,7 +23,6 @@ from services.common.money import MAX_MINOR_UNITS, Money
 
 MAX_SKU_LENGTH = 128
 MAX_ITEMS = 500  # keeps one order (and its event) far below the gRPC message limit
-MAX_REASON_LENGTH = 500
 DEFAULT_CANCEL_REASON = "CANCELLED_BY_CUSTOMER"
 EXPIRED_REASON = "RESERVATION_EXPIRED"
 

@@ -1,4 +1,5 @@
-"""OrderService over gRPC: validate, call a handler, map to proto. No business rules here."""
+"""OrderService over gRPC: call a handler, map to proto. No business rules here; the requests'
+field rules are in proto/ (buf.validate), checked before any method here runs."""
 
 from __future__ import annotations
 
@@ -8,69 +9,23 @@ from typing import Any
 import grpc
 
 from services.common.idempotency import run_idempotent
-from services.common.money import DEFAULT_CURRENCY, is_known_currency
 from services.common.paging import PageCursor, Pager
-from services.common.validation import Validator
+from services.common.validation import canonical_id, money, page_size, refuse
 from services.order.adapters.proto_mapping import order_to_proto
 from services.order.adapters.repository import StoredOrder
 from services.order.adapters.unit_of_work import SqlOrderUnitOfWork
-from services.order.domain.model import (
-    MAX_ITEMS,
-    MAX_REASON_LENGTH,
-    MAX_SKU_LENGTH,
-    LineItem,
-    item_violations,
-)
+from services.order.domain.model import LineItem, item_violations
 from services.order.service_layer import handlers
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def validate_items(v: Validator, items: Sequence[order_pb2.OrderItem]) -> list[LineItem]:
-    """Every bad item field at once; the order-level rules (one currency, a total above
-    zero that fits in int64) only when each item is well-formed on its own."""
-    if not items:
-        v.add("items", "at least one item is required")
-        return []
-    if len(items) > MAX_ITEMS:
-        v.add("items", f"at most {MAX_ITEMS} items per order")
-        return []
-    before = len(v.violations)
-    parsed: list[LineItem] = []
-    first_currency = ""
-    for i, item in enumerate(items):
-        field = f"items[{i}]"
-        sku_ok = (
-            bool(item.sku.strip()) and len(item.sku) <= MAX_SKU_LENGTH and "\x00" not in item.sku
-        )
-        if not item.sku.strip():
-            v.add(f"{field}.sku", "is required")
-        elif len(item.sku) > MAX_SKU_LENGTH:
-            v.add(f"{field}.sku", f"must be at most {MAX_SKU_LENGTH} characters")
-        elif "\x00" in item.sku:  # PostgreSQL text cannot hold it
-            v.add(f"{field}.sku", "must not contain NUL characters")
-        if item.quantity <= 0:
-            v.add(f"{field}.quantity", "must be greater than zero")
-        has_price = item.HasField("unit_price")
-        price = v.money(
-            f"{field}.unit_price", item.unit_price if has_price else None, positive=False
-        )
-        # Mixed currencies are reported whatever else is wrong with the item.
-        currency = (item.unit_price.currency_code or DEFAULT_CURRENCY) if has_price else ""
-        if is_known_currency(currency):
-            if not first_currency:
-                first_currency = currency
-            elif currency != first_currency:
-                v.add(
-                    f"{field}.unit_price.currency_code",
-                    f"all items must be in one currency ({first_currency}), got {currency}",
-                )
-        if sku_ok and item.quantity > 0 and price is not None:
-            parsed.append(LineItem(item.sku, item.quantity, price))
-    if len(v.violations) == before:
-        for problem in item_violations(parsed):
-            v.add(problem.field, problem.description)
+def line_items(items: Sequence[order_pb2.OrderItem]) -> list[LineItem]:
+    """The items as domain values; each item's fields were checked by the rules, so only the
+    order-level rules are left (one currency, a total above zero that fits in int64)."""
+    parsed = [LineItem(item.sku, item.quantity, money(item.unit_price)) for item in items]
+    refuse(item_violations(parsed))
     return parsed
 
 
@@ -86,22 +41,18 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     async def CreateOrder(
         self, request: order_service_pb2.CreateOrderRequest, context: Context
     ) -> order_service_pb2.CreateOrderResponse:
-        v = Validator()
-        customer_id = v.uuid("customer_id", request.customer_id)
-        items = validate_items(v, request.items)
-        request_id = v.uuid("request_id", request.request_id)
-        v.check()
-        assert customer_id
-        assert request_id
+        customer_id = canonical_id(request.customer_id)
+        items = line_items(request.items)
+        request_id = canonical_id(request.request_id)
 
         async def work(uow: SqlOrderUnitOfWork) -> order_service_pb2.CreateOrderResponse:
-            stored = await handlers.create_order(uow, str(customer_id), items)
+            stored = await handlers.create_order(uow, customer_id, items)
             return order_service_pb2.CreateOrderResponse(order=order_to_proto(stored))
 
         return await run_idempotent(
             self.unit_of_work,
             "CreateOrder",
-            str(request_id),
+            request_id,
             request,
             order_service_pb2.CreateOrderResponse,
             work,
@@ -110,44 +61,28 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     async def GetOrder(
         self, request: order_service_pb2.GetOrderRequest, context: Context
     ) -> order_service_pb2.GetOrderResponse:
-        v = Validator()
-        order_id = v.uuid("order_id", request.order_id)
-        v.check()
         async with self.unit_of_work().autocommit() as uow:
-            stored = await handlers.get_order(uow, str(order_id))
+            stored = await handlers.get_order(uow, canonical_id(request.order_id))
         return order_service_pb2.GetOrderResponse(order=order_to_proto(stored))
 
     async def ListOrders(
         self, request: order_service_pb2.ListOrdersRequest, context: Context
     ) -> order_service_pb2.ListOrdersResponse:
-        v = Validator()
-        customer_id = v.uuid("customer_id", request.customer_id)
-        page_size = v.page_size("page_size", request.page_size)
-        v.check()
+        customer_id = canonical_id(request.customer_id)
+        size = page_size(request.page_size)
         query = f"customer_id={customer_id}"
         after = self.pager.decode(request.page_token, query)
         async with self.unit_of_work().autocommit() as uow:
-            fetched = await handlers.list_orders(uow, str(customer_id), after, page_size + 1)
+            fetched = await handlers.list_orders(uow, customer_id, after, size + 1)
         orders, token = self.pager.page(
-            fetched.rows,
-            page_size,
-            query,
-            _cursor,
-            order_to_proto,
-            cut_short=fetched.cut_short,
+            fetched.rows, size, query, _cursor, order_to_proto, cut_short=fetched.cut_short
         )
         return order_service_pb2.ListOrdersResponse(orders=orders, next_page_token=token)
 
     async def CancelOrder(
         self, request: order_service_pb2.CancelOrderRequest, context: Context
     ) -> order_service_pb2.CancelOrderResponse:
-        v = Validator()
-        order_id = v.uuid("order_id", request.order_id)
-        if len(request.reason) > MAX_REASON_LENGTH:
-            v.add("reason", f"must be at most {MAX_REASON_LENGTH} characters")
-        elif "\x00" in request.reason:  # PostgreSQL text cannot hold it
-            v.add("reason", "must not contain NUL characters")
-        v.check()
+        order_id = canonical_id(request.order_id)
         async with self.unit_of_work() as uow:
-            stored = await handlers.cancel_order(uow, str(order_id), request.reason.strip())
+            stored = await handlers.cancel_order(uow, order_id, request.reason.strip())
         return order_service_pb2.CancelOrderResponse(order=order_to_proto(stored))

@@ -25,7 +25,9 @@ class Money(_message.Message):
     CURRENCY_CODE_FIELD_NUMBER: _builtins.int
     MINOR_UNITS_FIELD_NUMBER: _builtins.int
     currency_code: _builtins.str
-    """ISO 4217 currency code, e.g. "USD". Empty in a request means USD."""
+    """ISO 4217 currency code, e.g. "USD", one of the active codes listed below. Empty in a request
+    means USD.
+    """
     minor_units: _builtins.int
     """The amount in the currency's minor units (USD 150.00 = 15000)."""
     def __init__(

@@ -22,12 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from shop.common.v1 import field_options_pb2 as shop_dot_common_dot_v1_dot_field__options__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from shop.common.v1 import money_pb2 as shop_dot_common_dot_v1_dot_money__pb2
 from shop.credit.v1 import credit_pb2 as shop_dot_credit_dot_v1_dot_credit__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shop/credit/v1/credit_service.proto\x12\x0eshop.credit.v1\x1a\"shop/common/v1/field_options.proto\x1a\x1ashop/common/v1/money.proto\x1a\x1bshop/credit/v1/credit.proto\"\x81\x01\n\x13TopUpCreditsRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12-\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x15.shop.common.v1.MoneyB\x06\x92\xb5\x18\x02\x08\x01\x12\x1c\n\nrequest_id\x18\x03 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"F\n\x14TopUpCreditsResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.shop.credit.v1.CreditAccount\"8\n\x17GetCreditAccountRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"J\n\x18GetCreditAccountResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.shop.credit.v1.CreditAccount\"9\n\x15GetReservationRequest\x12 \n\x0ereservation_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"J\n\x16GetReservationResponse\x12\x30\n\x0breservation\x18\x01 \x01(\x0b\x32\x1b.shop.credit.v1.Reservation\"_\n\x17ListReservationsRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"f\n\x18ListReservationsResponse\x12\x31\n\x0creservations\x18\x01 \x03(\x0b\x32\x1b.shop.credit.v1.Reservation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x99\x03\n\rCreditService\x12Y\n\x0cTopUpCredits\x12#.shop.credit.v1.TopUpCreditsRequest\x1a$.shop.credit.v1.TopUpCreditsResponse\x12\x65\n\x10GetCreditAccount\x12\'.shop.credit.v1.GetCreditAccountRequest\x1a(.shop.credit.v1.GetCreditAccountResponse\x12_\n\x0eGetReservation\x12%.shop.credit.v1.GetReservationRequest\x1a&.shop.credit.v1.GetReservationResponse\x12\x65\n\x10ListReservations\x12\'.shop.credit.v1.ListReservationsRequest\x1a(.shop.credit.v1.ListReservationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shop/credit/v1/credit_service.proto\x12\x0eshop.credit.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1ashop/common/v1/money.proto\x1a\x1bshop/credit/v1/credit.proto\"\xd8\x01\n\x13TopUpCreditsRequest\x12 \n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12~\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x15.shop.common.v1.MoneyBW\xbaHT\xba\x01N\n\x0f\x61mount.positive\x12%minor_units must be greater than zero\x1a\x14this.minor_units > 0\xc8\x01\x01\x12\x1f\n\nrequest_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"F\n\x14TopUpCreditsResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.shop.credit.v1.CreditAccount\";\n\x17GetCreditAccountRequest\x12 \n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"J\n\x18GetCreditAccountResponse\x12.\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x1d.shop.credit.v1.CreditAccount\"<\n\x15GetReservationRequest\x12#\n\x0ereservation_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"J\n\x16GetReservationResponse\x12\x30\n\x0breservation\x18\x01 \x01(\x0b\x32\x1b.shop.credit.v1.Reservation\"k\n\x17ListReservationsRequest\x12 \n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x03 \x01(\t\"f\n\x18ListReservationsResponse\x12\x31\n\x0creservations\x18\x01 \x03(\x0b\x32\x1b.shop.credit.v1.Reservation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x99\x03\n\rCreditService\x12Y\n\x0cTopUpCredits\x12#.shop.credit.v1.TopUpCreditsRequest\x1a$.shop.credit.v1.TopUpCreditsResponse\x12\x65\n\x10GetCreditAccount\x12\'.shop.credit.v1.GetCreditAccountRequest\x1a(.shop.credit.v1.GetCreditAccountResponse\x12_\n\x0eGetReservation\x12%.shop.credit.v1.GetReservationRequest\x1a&.shop.credit.v1.GetReservationResponse\x12\x65\n\x10ListReservations\x12\'.shop.credit.v1.ListReservationsRequest\x1a(.shop.credit.v1.ListReservationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,33 +35,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.credit.v1.credit_servi
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOPUPCREDITSREQUEST'].fields_by_name['customer_id']._loaded_options = None
-  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_TOPUPCREDITSREQUEST'].fields_by_name['amount']._loaded_options = None
-  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['amount']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['amount']._serialized_options = b'\272HT\272\001N\n\017amount.positive\022%minor_units must be greater than zero\032\024this.minor_units > 0\310\001\001'
   _globals['_TOPUPCREDITSREQUEST'].fields_by_name['request_id']._loaded_options = None
-  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['request_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_TOPUPCREDITSREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_GETCREDITACCOUNTREQUEST'].fields_by_name['customer_id']._loaded_options = None
-  _globals['_GETCREDITACCOUNTREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_GETCREDITACCOUNTREQUEST'].fields_by_name['customer_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_GETRESERVATIONREQUEST'].fields_by_name['reservation_id']._loaded_options = None
-  _globals['_GETRESERVATIONREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_GETRESERVATIONREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_LISTRESERVATIONSREQUEST'].fields_by_name['customer_id']._loaded_options = None
-  _globals['_LISTRESERVATIONSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
-  _globals['_TOPUPCREDITSREQUEST']._serialized_start=149
-  _globals['_TOPUPCREDITSREQUEST']._serialized_end=278
-  _globals['_TOPUPCREDITSRESPONSE']._serialized_start=280
-  _globals['_TOPUPCREDITSRESPONSE']._serialized_end=350
-  _globals['_GETCREDITACCOUNTREQUEST']._serialized_start=352
-  _globals['_GETCREDITACCOUNTREQUEST']._serialized_end=408
-  _globals['_GETCREDITACCOUNTRESPONSE']._serialized_start=410
-  _globals['_GETCREDITACCOUNTRESPONSE']._serialized_end=484
-  _globals['_GETRESERVATIONREQUEST']._serialized_start=486
-  _globals['_GETRESERVATIONREQUEST']._serialized_end=543
-  _globals['_GETRESERVATIONRESPONSE']._serialized_start=545
-  _globals['_GETRESERVATIONRESPONSE']._serialized_end=619
-  _globals['_LISTRESERVATIONSREQUEST']._serialized_start=621
-  _globals['_LISTRESERVATIONSREQUEST']._serialized_end=716
-  _globals['_LISTRESERVATIONSRESPONSE']._serialized_start=718
-  _globals['_LISTRESERVATIONSRESPONSE']._serialized_end=820
-  _globals['_CREDITSERVICE']._serialized_start=823
-  _globals['_CREDITSERVICE']._serialized_end=1232
+  _globals['_LISTRESERVATIONSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
+  _globals['_LISTRESERVATIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTRESERVATIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
+  _globals['_TOPUPCREDITSREQUEST']._serialized_start=142
+  _globals['_TOPUPCREDITSREQUEST']._serialized_end=358
+  _globals['_TOPUPCREDITSRESPONSE']._serialized_start=360
+  _globals['_TOPUPCREDITSRESPONSE']._serialized_end=430
+  _globals['_GETCREDITACCOUNTREQUEST']._serialized_start=432
+  _globals['_GETCREDITACCOUNTREQUEST']._serialized_end=491
+  _globals['_GETCREDITACCOUNTRESPONSE']._serialized_start=493
+  _globals['_GETCREDITACCOUNTRESPONSE']._serialized_end=567
+  _globals['_GETRESERVATIONREQUEST']._serialized_start=569
+  _globals['_GETRESERVATIONREQUEST']._serialized_end=629
+  _globals['_GETRESERVATIONRESPONSE']._serialized_start=631
+  _globals['_GETRESERVATIONRESPONSE']._serialized_end=705
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_start=707
+  _globals['_LISTRESERVATIONSREQUEST']._serialized_end=814
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_start=816
+  _globals['_LISTRESERVATIONSRESPONSE']._serialized_end=918
+  _globals['_CREDITSERVICE']._serialized_start=921
+  _globals['_CREDITSERVICE']._serialized_end=1330
 # @@protoc_insertion_point(module_scope)

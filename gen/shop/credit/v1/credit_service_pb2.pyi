@@ -156,7 +156,7 @@ class ListReservationsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     page_size: _builtins.int
-    """0 means 50; at most 1000."""
+    """0 means 50; larger sizes are capped at 1000."""
     page_token: _builtins.str
     def __init__(
         self,

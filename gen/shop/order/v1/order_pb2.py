@@ -22,21 +22,28 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from shop.common.v1 import money_pb2 as shop_dot_common_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shop/order/v1/order.proto\x12\rshop.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ashop/common/v1/money.proto\"U\n\tOrderItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12)\n\nunit_price\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\"\xcd\x02\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12$\n\x05total\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.Money\x12*\n\x06status\x18\x05 \x01(\x0e\x32\x1a.shop.order.v1.OrderStatus\x12\x16\n\x0ereservation_id\x18\x06 \x01(\t\x12\x12\n\npayment_id\x18\x07 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xea\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x19\n\x15ORDER_STATUS_RESERVED\x10\x02\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x03\x12\x15\n\x11ORDER_STATUS_PAID\x10\x04\x12\x1f\n\x1bORDER_STATUS_PAYMENT_FAILED\x10\x05\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x06\x12\x19\n\x15ORDER_STATUS_REFUNDED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shop/order/v1/order.proto\x12\rshop.order.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ashop/common/v1/money.proto\"\xcd\x02\n\tOrderItem\x12\x9f\x01\n\x03sku\x18\x01 \x01(\tB\x91\x01\xbaH\x8d\x01r\x03\x18\x80\x01\xba\x01\x38\n\x10string.not_blank\x12\x0bis required\x1a\x17!this.matches(\'^\\\\s*$\')\xba\x01J\n\rstring.no_nul\x12\x1fmust not contain NUL characters\x1a\x18!this.contains(\'\\u0000\')\x12\x19\n\x08quantity\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02 \x00\x12\x82\x01\n\nunit_price\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.MoneyBW\xbaHT\xba\x01N\n\x13\x61mount.not_negative\x12 minor_units must not be negative\x1a\x15this.minor_units >= 0\xc8\x01\x01\"\xcd\x02\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12$\n\x05total\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.Money\x12*\n\x06status\x18\x05 \x01(\x0e\x32\x1a.shop.order.v1.OrderStatus\x12\x16\n\x0ereservation_id\x18\x06 \x01(\t\x12\x12\n\npayment_id\x18\x07 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xea\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x19\n\x15ORDER_STATUS_RESERVED\x10\x02\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x03\x12\x15\n\x11ORDER_STATUS_PAID\x10\x04\x12\x1f\n\x1bORDER_STATUS_PAYMENT_FAILED\x10\x05\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x06\x12\x19\n\x15ORDER_STATUS_REFUNDED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.order.v1.order_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=529
-  _globals['_ORDERSTATUS']._serialized_end=763
-  _globals['_ORDERITEM']._serialized_start=105
-  _globals['_ORDERITEM']._serialized_end=190
-  _globals['_ORDER']._serialized_start=193
-  _globals['_ORDER']._serialized_end=526
+  _globals['_ORDERITEM'].fields_by_name['sku']._loaded_options = None
+  _globals['_ORDERITEM'].fields_by_name['sku']._serialized_options = b'\272H\215\001r\003\030\200\001\272\0018\n\020string.not_blank\022\013is required\032\027!this.matches(\'^\\\\s*$\')\272\001J\n\rstring.no_nul\022\037must not contain NUL characters\032\030!this.contains(\'\\u0000\')'
+  _globals['_ORDERITEM'].fields_by_name['quantity']._loaded_options = None
+  _globals['_ORDERITEM'].fields_by_name['quantity']._serialized_options = b'\272H\004\032\002 \000'
+  _globals['_ORDERITEM'].fields_by_name['unit_price']._loaded_options = None
+  _globals['_ORDERITEM'].fields_by_name['unit_price']._serialized_options = b'\272HT\272\001N\n\023amount.not_negative\022 minor_units must not be negative\032\025this.minor_units >= 0\310\001\001'
+  _globals['_ORDERSTATUS']._serialized_start=807
+  _globals['_ORDERSTATUS']._serialized_end=1041
+  _globals['_ORDERITEM']._serialized_start=135
+  _globals['_ORDERITEM']._serialized_end=468
+  _globals['_ORDER']._serialized_start=471
+  _globals['_ORDER']._serialized_end=804
 # @@protoc_insertion_point(module_scope)

@@ -71,11 +71,12 @@ class OrderItem(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     UNIT_PRICE_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
+    """Not blank, at most 128 characters."""
     quantity: _builtins.int
     """Must be positive."""
     @_builtins.property
     def unit_price(self) -> _money_pb2.Money:
-        """Price of one unit; all items share one currency."""
+        """Price of one unit, zero or more; all items share one currency."""
 
     def __init__(
         self,

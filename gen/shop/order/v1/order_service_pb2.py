@@ -22,11 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from shop.common.v1 import field_options_pb2 as shop_dot_common_dot_v1_dot_field__options__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from shop.order.v1 import order_pb2 as shop_dot_order_dot_v1_dot_order__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/v1/order_service.proto\x12\rshop.order.v1\x1a\"shop/common/v1/field_options.proto\x1a\x19shop/order/v1/order.proto\"\x82\x01\n\x12\x43reateOrderRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12/\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItemB\x06\x92\xb5\x18\x02\x08\x01\x12\x1c\n\nrequest_id\x18\x03 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\":\n\x13\x43reateOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"-\n\x0fGetOrderRequest\x12\x1a\n\x08order_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"Y\n\x11ListOrdersRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x12\x43\x61ncelOrderRequest\x12\x1a\n\x08order_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order2\xda\x02\n\x0cOrderService\x12T\n\x0b\x43reateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\x12K\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\x12Q\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\x12T\n\x0b\x43\x61ncelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/v1/order_service.proto\x12\rshop.order.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x19shop/order/v1/order.proto\"\x8e\x01\n\x12\x43reateOrderRequest\x12 \n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x35\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItemB\x0c\xbaH\t\x92\x01\x03\x10\xf4\x03\xc8\x01\x01\x12\x1f\n\nrequest_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\":\n\x13\x43reateOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"0\n\x0fGetOrderRequest\x12\x1d\n\x08order_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"e\n\x11ListOrdersRequest\x12 \n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9a\x01\n\x12\x43\x61ncelOrderRequest\x12\x1d\n\x08order_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x65\n\x06reason\x18\x02 \x01(\tBU\xbaHRr\x03\x18\xe8\x07\xba\x01J\n\rstring.no_nul\x12\x1fmust not contain NUL characters\x1a\x18!this.contains(\'\\u0000\')\":\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order2\xda\x02\n\x0cOrderService\x12T\n\x0b\x43reateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\x12K\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\x12Q\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\x12T\n\x0b\x43\x61ncelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.order.v1.order_service
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEORDERREQUEST'].fields_by_name['customer_id']._loaded_options = None
-  _globals['_CREATEORDERREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_CREATEORDERREQUEST'].fields_by_name['customer_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_CREATEORDERREQUEST'].fields_by_name['items']._loaded_options = None
-  _globals['_CREATEORDERREQUEST'].fields_by_name['items']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_CREATEORDERREQUEST'].fields_by_name['items']._serialized_options = b'\272H\t\222\001\003\020\364\003\310\001\001'
   _globals['_CREATEORDERREQUEST'].fields_by_name['request_id']._loaded_options = None
-  _globals['_CREATEORDERREQUEST'].fields_by_name['request_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_CREATEORDERREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_GETORDERREQUEST'].fields_by_name['order_id']._loaded_options = None
-  _globals['_GETORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_GETORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_LISTORDERSREQUEST'].fields_by_name['customer_id']._loaded_options = None
-  _globals['_LISTORDERSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_LISTORDERSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
+  _globals['_LISTORDERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTORDERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
   _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._loaded_options = None
-  _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
-  _globals['_CREATEORDERREQUEST']._serialized_start=116
-  _globals['_CREATEORDERREQUEST']._serialized_end=246
-  _globals['_CREATEORDERRESPONSE']._serialized_start=248
-  _globals['_CREATEORDERRESPONSE']._serialized_end=306
-  _globals['_GETORDERREQUEST']._serialized_start=308
-  _globals['_GETORDERREQUEST']._serialized_end=353
-  _globals['_GETORDERRESPONSE']._serialized_start=355
-  _globals['_GETORDERRESPONSE']._serialized_end=410
-  _globals['_LISTORDERSREQUEST']._serialized_start=412
-  _globals['_LISTORDERSREQUEST']._serialized_end=501
-  _globals['_LISTORDERSRESPONSE']._serialized_start=503
-  _globals['_LISTORDERSRESPONSE']._serialized_end=586
-  _globals['_CANCELORDERREQUEST']._serialized_start=588
-  _globals['_CANCELORDERREQUEST']._serialized_end=652
-  _globals['_CANCELORDERRESPONSE']._serialized_start=654
-  _globals['_CANCELORDERRESPONSE']._serialized_end=712
-  _globals['_ORDERSERVICE']._serialized_start=715
-  _globals['_ORDERSERVICE']._serialized_end=1061
+  _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
+  _globals['_CANCELORDERREQUEST'].fields_by_name['reason']._loaded_options = None
+  _globals['_CANCELORDERREQUEST'].fields_by_name['reason']._serialized_options = b'\272HRr\003\030\350\007\272\001J\n\rstring.no_nul\022\037must not contain NUL characters\032\030!this.contains(\'\\u0000\')'
+  _globals['_CREATEORDERREQUEST']._serialized_start=109
+  _globals['_CREATEORDERREQUEST']._serialized_end=251
+  _globals['_CREATEORDERRESPONSE']._serialized_start=253
+  _globals['_CREATEORDERRESPONSE']._serialized_end=311
+  _globals['_GETORDERREQUEST']._serialized_start=313
+  _globals['_GETORDERREQUEST']._serialized_end=361
+  _globals['_GETORDERRESPONSE']._serialized_start=363
+  _globals['_GETORDERRESPONSE']._serialized_end=418
+  _globals['_LISTORDERSREQUEST']._serialized_start=420
+  _globals['_LISTORDERSREQUEST']._serialized_end=521
+  _globals['_LISTORDERSRESPONSE']._serialized_start=523
+  _globals['_LISTORDERSRESPONSE']._serialized_end=606
+  _globals['_CANCELORDERREQUEST']._serialized_start=609
+  _globals['_CANCELORDERREQUEST']._serialized_end=763
+  _globals['_CANCELORDERRESPONSE']._serialized_start=765
+  _globals['_CANCELORDERRESPONSE']._serialized_end=823
+  _globals['_ORDERSERVICE']._serialized_start=826
+  _globals['_ORDERSERVICE']._serialized_end=1172
 # @@protoc_insertion_point(module_scope)

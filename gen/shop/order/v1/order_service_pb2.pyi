@@ -30,7 +30,9 @@ class CreateOrderRequest(_message.Message):
     request_id: _builtins.str
     """UUID idempotency key (AIP-155)."""
     @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[_order_pb2.OrderItem]: ...
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[_order_pb2.OrderItem]:
+        """At least one item, at most 500, all in one currency."""
+
     def __init__(
         self,
         *,
@@ -114,7 +116,7 @@ class ListOrdersRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     page_size: _builtins.int
-    """0 means 50; at most 1000."""
+    """0 means 50; larger sizes are capped at 1000."""
     page_token: _builtins.str
     def __init__(
         self,

@@ -22,12 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from shop.common.v1 import field_options_pb2 as shop_dot_common_dot_v1_dot_field__options__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from shop.common.v1 import money_pb2 as shop_dot_common_dot_v1_dot_money__pb2
 from shop.payment.v1 import payment_pb2 as shop_dot_payment_dot_v1_dot_payment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shop/payment/v1/payment_service.proto\x12\x0fshop.payment.v1\x1a\"shop/common/v1/field_options.proto\x1a\x1ashop/common/v1/money.proto\x1a\x1dshop/payment/v1/payment.proto\"\xf7\x01\n\x15ProcessPaymentRequest\x12\x1a\n\x08order_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x1d\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x1e\n\x0ereservation_id\x18\x03 \x01(\tB\x06\x92\xb5\x18\x02\x10\x01\x12-\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.MoneyB\x06\x92\xb5\x18\x02\x08\x01\x12\x36\n\x0epayment_method\x18\x05 \x01(\x0e\x32\x1e.shop.payment.v1.PaymentMethod\x12\x1c\n\nrequest_id\x18\x06 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"k\n\x16ProcessPaymentResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12)\n\x07payment\x18\x03 \x01(\x0b\x32\x18.shop.payment.v1.Payment\"1\n\x11GetPaymentRequest\x12\x1c\n\npayment_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"?\n\x12GetPaymentResponse\x12)\n\x07payment\x18\x01 \x01(\x0b\x32\x18.shop.payment.v1.Payment\"\x83\x01\n\x13ListPaymentsRequest\x12 \n\x08order_id\x18\x01 \x01(\tB\x0e\x92\xb5\x18\n\x10\x01\x1a\x06\x66ilter\x12#\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x0e\x92\xb5\x18\n\x10\x01\x1a\x06\x66ilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x14ListPaymentsResponse\x12*\n\x08payments\x18\x01 \x03(\x0b\x32\x18.shop.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x89\x01\n\x14RefundPaymentRequest\x12\x1c\n\npayment_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12%\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x15.shop.common.v1.Money\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1c\n\nrequest_id\x18\x04 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"k\n\x15RefundPaymentResponse\x12\'\n\x06refund\x18\x01 \x01(\x0b\x32\x17.shop.payment.v1.Refund\x12)\n\x07payment\x18\x02 \x01(\x0b\x32\x18.shop.payment.v1.Payment2\x87\x03\n\x0ePaymentService\x12\x61\n\x0eProcessPayment\x12&.shop.payment.v1.ProcessPaymentRequest\x1a\'.shop.payment.v1.ProcessPaymentResponse\x12U\n\nGetPayment\x12\".shop.payment.v1.GetPaymentRequest\x1a#.shop.payment.v1.GetPaymentResponse\x12[\n\x0cListPayments\x12$.shop.payment.v1.ListPaymentsRequest\x1a%.shop.payment.v1.ListPaymentsResponse\x12^\n\rRefundPayment\x12%.shop.payment.v1.RefundPaymentRequest\x1a&.shop.payment.v1.RefundPaymentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shop/payment/v1/payment_service.proto\x12\x0fshop.payment.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1ashop/common/v1/money.proto\x1a\x1dshop/payment/v1/payment.proto\"\xe0\x02\n\x15ProcessPaymentRequest\x12\x1d\n\x08order_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12 \n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12#\n\x0ereservation_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12~\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.MoneyBW\xbaHT\xba\x01N\n\x0f\x61mount.positive\x12%minor_units must be greater than zero\x1a\x14this.minor_units > 0\xc8\x01\x01\x12@\n\x0epayment_method\x18\x05 \x01(\x0e\x32\x1e.shop.payment.v1.PaymentMethodB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1f\n\nrequest_id\x18\x06 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"k\n\x16ProcessPaymentResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12)\n\x07payment\x18\x03 \x01(\x0b\x32\x18.shop.payment.v1.Payment\"4\n\x11GetPaymentRequest\x12\x1f\n\npayment_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"?\n\x12GetPaymentResponse\x12)\n\x07payment\x18\x01 \x01(\x0b\x32\x18.shop.payment.v1.Payment\"\xa0\x01\n\x13ListPaymentsRequest\x12\x1a\n\x08order_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1d\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1a\n\tpage_size\x18\x03 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x04 \x01(\t:\x1e\xbaH\x1b\"\x19\n\x08order_id\n\x0b\x63ustomer_id\x10\x01\"[\n\x14ListPaymentsResponse\x12*\n\x08payments\x18\x01 \x03(\x0b\x32\x18.shop.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xbc\x02\n\x14RefundPaymentRequest\x12\x1f\n\npayment_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12{\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x15.shop.common.v1.MoneyBT\xbaHQ\xba\x01N\n\x0f\x61mount.positive\x12%minor_units must be greater than zero\x1a\x14this.minor_units > 0\x12\x65\n\x06reason\x18\x03 \x01(\tBU\xbaHRr\x03\x18\xe8\x07\xba\x01J\n\rstring.no_nul\x12\x1fmust not contain NUL characters\x1a\x18!this.contains(\'\\u0000\')\x12\x1f\n\nrequest_id\x18\x04 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"k\n\x15RefundPaymentResponse\x12\'\n\x06refund\x18\x01 \x01(\x0b\x32\x17.shop.payment.v1.Refund\x12)\n\x07payment\x18\x02 \x01(\x0b\x32\x18.shop.payment.v1.Payment2\x87\x03\n\x0ePaymentService\x12\x61\n\x0eProcessPayment\x12&.shop.payment.v1.ProcessPaymentRequest\x1a\'.shop.payment.v1.ProcessPaymentResponse\x12U\n\nGetPayment\x12\".shop.payment.v1.GetPaymentRequest\x1a#.shop.payment.v1.GetPaymentResponse\x12[\n\x0cListPayments\x12$.shop.payment.v1.ListPaymentsRequest\x1a%.shop.payment.v1.ListPaymentsResponse\x12^\n\rRefundPayment\x12%.shop.payment.v1.RefundPaymentRequest\x1a&.shop.payment.v1.RefundPaymentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,41 +35,51 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.payment.v1.payment_ser
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['order_id']._loaded_options = None
-  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['order_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['order_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['customer_id']._loaded_options = None
-  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['customer_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['reservation_id']._loaded_options = None
-  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\222\265\030\002\020\001'
+  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
   _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['amount']._loaded_options = None
-  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['amount']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['amount']._serialized_options = b'\272HT\272\001N\n\017amount.positive\022%minor_units must be greater than zero\032\024this.minor_units > 0\310\001\001'
+  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['payment_method']._loaded_options = None
+  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['payment_method']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['request_id']._loaded_options = None
-  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['request_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_PROCESSPAYMENTREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_GETPAYMENTREQUEST'].fields_by_name['payment_id']._loaded_options = None
-  _globals['_GETPAYMENTREQUEST'].fields_by_name['payment_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_GETPAYMENTREQUEST'].fields_by_name['payment_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_LISTPAYMENTSREQUEST'].fields_by_name['order_id']._loaded_options = None
-  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['order_id']._serialized_options = b'\222\265\030\n\020\001\032\006filter'
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['order_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_LISTPAYMENTSREQUEST'].fields_by_name['customer_id']._loaded_options = None
-  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\n\020\001\032\006filter'
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTPAYMENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\004\032\002(\000'
+  _globals['_LISTPAYMENTSREQUEST']._loaded_options = None
+  _globals['_LISTPAYMENTSREQUEST']._serialized_options = b'\272H\033\"\031\n\010order_id\n\013customer_id\020\001'
   _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['payment_id']._loaded_options = None
-  _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['payment_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['payment_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
+  _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['amount']._loaded_options = None
+  _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['amount']._serialized_options = b'\272HQ\272\001N\n\017amount.positive\022%minor_units must be greater than zero\032\024this.minor_units > 0'
+  _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['reason']._loaded_options = None
+  _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['reason']._serialized_options = b'\272HRr\003\030\350\007\272\001J\n\rstring.no_nul\022\037must not contain NUL characters\032\030!this.contains(\'\\u0000\')'
   _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['request_id']._loaded_options = None
-  _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['request_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
-  _globals['_PROCESSPAYMENTREQUEST']._serialized_start=154
-  _globals['_PROCESSPAYMENTREQUEST']._serialized_end=401
-  _globals['_PROCESSPAYMENTRESPONSE']._serialized_start=403
-  _globals['_PROCESSPAYMENTRESPONSE']._serialized_end=510
-  _globals['_GETPAYMENTREQUEST']._serialized_start=512
-  _globals['_GETPAYMENTREQUEST']._serialized_end=561
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=563
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=626
-  _globals['_LISTPAYMENTSREQUEST']._serialized_start=629
-  _globals['_LISTPAYMENTSREQUEST']._serialized_end=760
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=762
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=853
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=856
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=993
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=995
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=1102
-  _globals['_PAYMENTSERVICE']._serialized_start=1105
-  _globals['_PAYMENTSERVICE']._serialized_end=1496
+  _globals['_REFUNDPAYMENTREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
+  _globals['_PROCESSPAYMENTREQUEST']._serialized_start=147
+  _globals['_PROCESSPAYMENTREQUEST']._serialized_end=499
+  _globals['_PROCESSPAYMENTRESPONSE']._serialized_start=501
+  _globals['_PROCESSPAYMENTRESPONSE']._serialized_end=608
+  _globals['_GETPAYMENTREQUEST']._serialized_start=610
+  _globals['_GETPAYMENTREQUEST']._serialized_end=662
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=664
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=727
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=730
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=890
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=892
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=983
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=986
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=1302
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=1304
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=1411
+  _globals['_PAYMENTSERVICE']._serialized_start=1414
+  _globals['_PAYMENTSERVICE']._serialized_end=1805
 # @@protoc_insertion_point(module_scope)

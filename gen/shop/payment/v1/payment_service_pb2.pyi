@@ -135,10 +135,9 @@ class ListPaymentsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """One of order_id or customer_id."""
     customer_id: _builtins.str
     page_size: _builtins.int
-    """0 means 50; at most 1000."""
+    """0 means 50; larger sizes are capped at 1000."""
     page_token: _builtins.str
     def __init__(
         self,
