@@ -37,6 +37,7 @@ DEADLETTER_SUBJECTS = "deadletter.>"
 def deadletter_subject(consumer: str, subject: str) -> str:
     return f"deadletter.{consumer}.{subject}"
 
+
 CONTENT_TYPE = "application/protobuf"
 
 E = TypeVar("E", bound=Message)
