@@ -3,7 +3,6 @@ a stream, and the dead letters (list, show, replay, discard)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -79,7 +78,7 @@ async def scan(
     *,
     since: datetime | None = None,
     follow: bool = False,
-    idle_seconds: float = 2.0,
+    idle_seconds: float = 1.0,
 ) -> AsyncIterator[StreamEvent]:
     """The stream's messages on `subject` in order, from `since` (or the start; or only new
     ones when following without `since`), until the last one stored now (or forever when
@@ -247,10 +246,3 @@ async def discard(js: JetStreamContext, seqs: Iterable[int]) -> list[int]:
             continue
         gone.append(seq)
     return gone
-
-
-async def first(aiter: AsyncIterator[StreamEvent], timeout: float) -> StreamEvent | None:
-    try:
-        return await asyncio.wait_for(anext(aiter), timeout)
-    except (TimeoutError, StopAsyncIteration):
-        return None
