@@ -27,7 +27,8 @@ ALL_STREAMS: dict[str, str] = {**STREAMS, DEADLETTER: DEADLETTER_SUBJECTS}
 class Messaging:
     """Owns the NATS connection. Connecting never blocks the service's start: the outbox
     keeps events while NATS is away and `ready` is set once `streams` exist (a service's
-    own stream and DEADLETTER; every stream by default, for tools and tests that own all of them)."""
+    own stream and DEADLETTER; every stream by default, for tools and tests that own all of
+    them)."""
 
     def __init__(
         self,

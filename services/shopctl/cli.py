@@ -9,9 +9,11 @@ import contextlib
 import dataclasses
 import json
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
 
 import grpc
@@ -26,10 +28,15 @@ from rich.console import Console
 from rich.table import Table
 
 from services.common.events import DEADLETTER, STREAMS
+from services.common.money import CURRENCY_EXPONENTS
+from services.common.security import channel_credentials
+from services.common.security_settings import GrpcTls, NatsSecurity
+from services.common.settings import Env
 from services.shopctl import streams
+from shop.common.v1 import money_pb2
 from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
-from shop.order.v1 import order_service_pb2, order_service_pb2_grpc
-from shop.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
+from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from shop.payment.v1 import payment_pb2, payment_service_pb2, payment_service_pb2_grpc
 
 T = TypeVar("T")
 
@@ -39,12 +46,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-orders_app = typer.Typer(help="Orders: get one, or its whole story.", no_args_is_help=True)
+orders_app = typer.Typer(
+    help="Orders: create, get, list, cancel, watch, timeline.", no_args_is_help=True
+)
+credits_app = typer.Typer(help="Credit accounts: top up, show.", no_args_is_help=True)
+payments_app = typer.Typer(help="Payments: pay, get, list, refund.", no_args_is_help=True)
 events_app = typer.Typer(help="Events on the JetStream streams.", no_args_is_help=True)
 dead_app = typer.Typer(
     help="Dead letters: poison events (stream DEADLETTER).", no_args_is_help=True
 )
 app.add_typer(orders_app, name="orders")
+app.add_typer(credits_app, name="credits")
+app.add_typer(payments_app, name="payments")
 app.add_typer(events_app, name="events")
 app.add_typer(dead_app, name="deadletters")
 
@@ -69,9 +82,19 @@ class Target:
     nats: str
     json: bool
     timeout: float
+    # As the services read them: GRPC_TLS_CERT/KEY/CA (mutual TLS when a client certificate
+    # is named), NATS_USER/NATS_PASSWORD/NATS_TOKEN/NATS_CREDS and NATS_TLS_*.
+    grpc_tls: GrpcTls | None = None
+    nats_security: NatsSecurity | None = None
 
     def address(self, service: str) -> str:
         return str(getattr(self, service))
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        credentials = channel_credentials(self.grpc_tls)
+        if credentials is None:
+            return grpc.aio.insecure_channel(self.address(service))
+        return grpc.aio.secure_channel(self.address(service), credentials)
 
 
 def target(ctx: typer.Context) -> Target:
@@ -100,7 +123,12 @@ def options(
     ] = False,
     timeout: Annotated[float, typer.Option(help="seconds per call")] = 5.0,
 ) -> None:
-    ctx.obj = Target(order, credit, payment, nats_url, as_json, timeout)
+    env = Env()
+    grpc_tls, nats_security = GrpcTls.read(env), NatsSecurity.read(env)
+    if env.problems:
+        print(f"shopctl: {'; '.join(env.problems)}", file=sys.stderr)
+        raise typer.Exit(2)
+    ctx.obj = Target(order, credit, payment, nats_url, as_json, timeout, grpc_tls, nats_security)
 
 
 def run(work: Coroutine[Any, Any, T]) -> T:
@@ -126,6 +154,7 @@ async def connect_nats(t: Target) -> NatsClient:
         return await asyncio.wait_for(
             nats.connect(
                 t.nats,
+                **_nats_auth(t.nats_security),
                 connect_timeout=t.timeout,
                 allow_reconnect=False,
                 error_cb=_quiet,
@@ -136,6 +165,21 @@ async def connect_nats(t: Target) -> NatsClient:
     except (Exception, TimeoutError) as error:
         why = str(error) or type(error).__name__
         raise Failure(f"NATS at {_redact(t.nats)} unreachable: {why}") from None
+
+
+def _nats_auth(sec: NatsSecurity | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if sec is None:
+        return options
+    if sec.user:
+        options.update(user=sec.user, password=sec.password)
+    if sec.token:
+        options["token"] = sec.token
+    if sec.creds_file:
+        options["user_credentials"] = sec.creds_file
+    if (context := sec.ssl_context()) is not None:
+        options["tls"] = context
+    return options
 
 
 async def _quiet(error: Exception) -> None:
@@ -165,7 +209,7 @@ def status(ctx: typer.Context) -> None:
         healthy = True
         for service in SERVICES:
             address = t.address(service)
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with t.channel(service) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 try:
                     reply = await stub.Check(
@@ -235,7 +279,7 @@ def orders_get(ctx: typer.Context, order_id: str) -> None:
     t = target(ctx)
 
     async def work() -> dict[str, Any]:
-        async with grpc.aio.insecure_channel(t.order) as channel:
+        async with t.channel("order") as channel:
             stub = order_service_pb2_grpc.OrderServiceStub(channel)
             reply = await stub.GetOrder(
                 order_service_pb2.GetOrderRequest(order_id=order_id), timeout=t.timeout
@@ -247,11 +291,9 @@ def orders_get(ctx: typer.Context, order_id: str) -> None:
 
 
 def _order_line(order: dict[str, Any]) -> str:
-    total = order.get("total", {})
-    money = f"{int(total.get('minor_units', 0)) / 100:.2f} {total.get('currency_code', '')}"
     status = str(order.get("status", "")).removeprefix("ORDER_STATUS_")
     reason = f" ({order['failure_reason']})" if order.get("failure_reason") else ""
-    return f"order {order.get('order_id')}  {status}{reason}  {money}"
+    return f"order {order.get('order_id')}  {status}{reason}  {show_money(order.get('total', {}))}"
 
 
 @orders_app.command("timeline")
@@ -321,17 +363,18 @@ def _occurred(event: streams.StreamEvent) -> datetime:
 def _summary(kind: str, value: dict[str, Any]) -> str:
     if kind == "order":
         return _order_line(value)
-    amount = value.get("amount", {})
-    money = f"{int(amount.get('minor_units', 0)) / 100:.2f} {amount.get('currency_code', '')}"
-    status = str(value.get("status", ""))
-    return f"{value.get(f'{kind}_id', value.get('reservation_id', ''))}  {status}  {money}"
+    if kind == "payment":
+        return _payment_line(value)
+    status = str(value.get("state", value.get("status", "")))
+    held = show_money(value.get("amount", {}))
+    return f"{value.get('reservation_id', '')}  {status}  {held}"
 
 
 async def _current(t: Target, order_id: str) -> dict[str, Any]:
     """The order, its hold and its payment now; None for what a service does not know."""
     now: dict[str, Any] = {"order": None, "hold": None, "payment": None}
     try:
-        async with grpc.aio.insecure_channel(t.order) as channel:
+        async with t.channel("order") as channel:
             reply = await order_service_pb2_grpc.OrderServiceStub(channel).GetOrder(
                 order_service_pb2.GetOrderRequest(order_id=order_id), timeout=t.timeout
             )
@@ -342,7 +385,7 @@ async def _current(t: Target, order_id: str) -> dict[str, Any]:
         return now
     if reservation := reply.order.reservation_id:
         try:
-            async with grpc.aio.insecure_channel(t.credit) as channel:
+            async with t.channel("credit") as channel:
                 held = await credit_service_pb2_grpc.CreditServiceStub(channel).GetReservation(
                     credit_service_pb2.GetReservationRequest(reservation_id=reservation),
                     timeout=t.timeout,
@@ -351,13 +394,315 @@ async def _current(t: Target, order_id: str) -> dict[str, Any]:
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-    async with grpc.aio.insecure_channel(t.payment) as channel:
+    async with t.channel("payment") as channel:
         paid = await payment_service_pb2_grpc.PaymentServiceStub(channel).ListPayments(
             payment_service_pb2.ListPaymentsRequest(order_id=order_id), timeout=t.timeout
         )
     if paid.payments:
         now["payment"] = pb(paid.payments[-1])
     return now
+
+
+# -- the RPCs ----------------------------------------------------------------------------------
+
+
+def money(amount: str, currency: str) -> money_pb2.Money:
+    """ "12.50" in `currency` as minor units; a bad amount is a bad parameter."""
+    currency = currency.upper()
+    if currency not in CURRENCY_EXPONENTS:
+        raise typer.BadParameter(f"unknown currency {currency!r}")
+    try:
+        value = Decimal(amount) * 10 ** CURRENCY_EXPONENTS[currency]
+    except InvalidOperation:
+        raise typer.BadParameter(f"{amount!r} is not an amount") from None
+    if value != value.to_integral_value():
+        raise typer.BadParameter(f"{amount} has too many decimals for {currency}")
+    return money_pb2.Money(currency_code=currency, minor_units=int(value))
+
+
+def show_money(value: dict[str, Any]) -> str:
+    currency = str(value.get("currency_code", ""))
+    exponent = CURRENCY_EXPONENTS.get(currency, 2)
+    units = Decimal(int(value.get("minor_units", 0))).scaleb(-exponent)
+    return f"{units:.{exponent}f} {currency}"
+
+
+def call(t: Target, service: str, method: str, request: Message) -> Any:
+    """One RPC on `service`'s stub; its status in one line on failure."""
+    stubs: dict[str, Any] = {
+        "order": order_service_pb2_grpc.OrderServiceStub,
+        "credit": credit_service_pb2_grpc.CreditServiceStub,
+        "payment": payment_service_pb2_grpc.PaymentServiceStub,
+    }
+
+    async def work() -> Any:
+        async with t.channel(service) as channel:
+            return await getattr(stubs[service](channel), method)(request, timeout=t.timeout)
+
+    return run(work())
+
+
+AmountOption = Annotated[str, typer.Option(help="e.g. 150.00")]
+CurrencyOption = Annotated[str, typer.Option(help="ISO 4217 code")]
+RequestIdOption = Annotated[
+    str | None, typer.Option(help="idempotency key (a UUID; a new one by default)")
+]
+
+
+@credits_app.command("top-up")
+def credits_top_up(
+    ctx: typer.Context,
+    customer_id: str,
+    amount: AmountOption,
+    currency: CurrencyOption = "USD",
+    request_id: RequestIdOption = None,
+) -> None:
+    """Add credits to a customer's account (made on first top-up)."""
+    t = target(ctx)
+    reply = call(
+        t,
+        "credit",
+        "TopUpCredits",
+        credit_service_pb2.TopUpCreditsRequest(
+            customer_id=customer_id,
+            amount=money(amount, currency),
+            request_id=request_id or str(uuid.uuid4()),
+        ),
+    )
+    account = pb(reply.account)
+    emit(t, account, _account_line(account))
+
+
+@credits_app.command("show")
+def credits_show(ctx: typer.Context, customer_id: str) -> None:
+    """A customer's balance and what is held."""
+    t = target(ctx)
+    reply = call(
+        t,
+        "credit",
+        "GetCreditAccount",
+        credit_service_pb2.GetCreditAccountRequest(customer_id=customer_id),
+    )
+    account = pb(reply.account)
+    emit(t, account, _account_line(account))
+
+
+def _account_line(account: dict[str, Any]) -> str:
+    amounts = "  ".join(
+        f"{name} {show_money(value)}" for name, value in account.items() if isinstance(value, dict)
+    )
+    return f"account {account.get('customer_id')}  {amounts}"
+
+
+@orders_app.command("create")
+def orders_create(
+    ctx: typer.Context,
+    customer_id: str,
+    items: Annotated[list[str], typer.Argument(help="SKU:QUANTITY:UNIT_PRICE, e.g. book:2:12.50")],
+    currency: CurrencyOption = "USD",
+    request_id: RequestIdOption = None,
+) -> None:
+    """Place an order; the saga reserves credits for it."""
+    t = target(ctx)
+    parsed = []
+    for item in items:
+        sku, _, rest = item.partition(":")
+        quantity, _, price = rest.partition(":")
+        if not sku or not quantity.isdigit() or not price:
+            raise typer.BadParameter(f"{item!r} is not SKU:QUANTITY:UNIT_PRICE")
+        parsed.append(
+            order_pb2.OrderItem(sku=sku, quantity=int(quantity), unit_price=money(price, currency))
+        )
+    reply = call(
+        t,
+        "order",
+        "CreateOrder",
+        order_service_pb2.CreateOrderRequest(
+            customer_id=customer_id, items=parsed, request_id=request_id or str(uuid.uuid4())
+        ),
+    )
+    order = pb(reply.order)
+    emit(t, order, _order_line(order))
+
+
+@orders_app.command("list")
+def orders_list(
+    ctx: typer.Context,
+    customer_id: str,
+    page_size: Annotated[int, typer.Option()] = 50,
+) -> None:
+    """A customer's orders (the first page)."""
+    t = target(ctx)
+    reply = call(
+        t,
+        "order",
+        "ListOrders",
+        order_service_pb2.ListOrdersRequest(customer_id=customer_id, page_size=page_size),
+    )
+    for order in reply.orders:
+        record = pb(order)
+        emit(t, record, _order_line(record))
+
+
+@orders_app.command("cancel")
+def orders_cancel(
+    ctx: typer.Context,
+    order_id: str,
+    reason: Annotated[str, typer.Option()] = "cancelled by an operator",
+) -> None:
+    """Cancel an order that is not paid; its hold is released."""
+    t = target(ctx)
+    reply = call(
+        t,
+        "order",
+        "CancelOrder",
+        order_service_pb2.CancelOrderRequest(order_id=order_id, reason=reason),
+    )
+    order = pb(reply.order)
+    emit(t, order, _order_line(order))
+
+
+FINAL = {
+    "ORDER_STATUS_REJECTED",
+    "ORDER_STATUS_PAYMENT_FAILED",
+    "ORDER_STATUS_CANCELLED",
+    "ORDER_STATUS_REFUNDED",
+}
+
+
+@orders_app.command("watch")
+def orders_watch(
+    ctx: typer.Context,
+    order_id: str,
+    interval: Annotated[float, typer.Option(help="seconds between looks")] = 0.5,
+) -> None:
+    """The order now, then again at every change of its status, until it can change no
+    more (Ctrl-C stops earlier)."""
+    t = target(ctx)
+
+    async def work() -> None:
+        last = None
+        async with t.channel("order") as channel:
+            stub = order_service_pb2_grpc.OrderServiceStub(channel)
+            while True:
+                reply = await stub.GetOrder(
+                    order_service_pb2.GetOrderRequest(order_id=order_id), timeout=t.timeout
+                )
+                order = pb(reply.order)
+                if order.get("status") != last:
+                    last = order.get("status")
+                    emit(t, order, _order_line(order))
+                if last in FINAL:
+                    return
+                await asyncio.sleep(interval)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(work())
+
+
+@payments_app.command("pay")
+def payments_pay(
+    ctx: typer.Context,
+    order_id: str,
+    method: Annotated[str, typer.Option(help="CREDIT_CARD, DEBIT_CARD, PAYPAL, APPLE_PAY")] = (
+        "CREDIT_CARD"
+    ),
+    request_id: RequestIdOption = None,
+) -> None:
+    """Pay a reserved order its total, from its hold."""
+    t = target(ctx)
+    try:
+        payment_method = payment_pb2.PaymentMethod.Value(f"PAYMENT_METHOD_{method.upper()}")
+    except ValueError:
+        raise typer.BadParameter(f"unknown payment method {method!r}") from None
+    order = call(t, "order", "GetOrder", order_service_pb2.GetOrderRequest(order_id=order_id))
+    reply = call(
+        t,
+        "payment",
+        "ProcessPayment",
+        payment_service_pb2.ProcessPaymentRequest(
+            order_id=order_id,
+            customer_id=order.order.customer_id,
+            reservation_id=order.order.reservation_id,
+            amount=order.order.total,
+            payment_method=payment_method,
+            request_id=request_id or str(uuid.uuid4()),
+        ),
+    )
+    record = pb(reply)
+    emit(
+        t,
+        record,
+        _payment_line(record.get("payment", {}))
+        + (f"  ({reply.error_message})" if reply.error_message else ""),
+    )
+    if not reply.success:
+        raise typer.Exit(1)
+
+
+@payments_app.command("get")
+def payments_get(ctx: typer.Context, payment_id: str) -> None:
+    """One payment and its refunds."""
+    t = target(ctx)
+    reply = call(
+        t, "payment", "GetPayment", payment_service_pb2.GetPaymentRequest(payment_id=payment_id)
+    )
+    record = pb(reply.payment)
+    emit(t, record, _payment_line(record))
+
+
+@payments_app.command("list")
+def payments_list(
+    ctx: typer.Context,
+    order: Annotated[str | None, typer.Option(help="an order's payments")] = None,
+    customer: Annotated[str | None, typer.Option(help="a customer's payments")] = None,
+) -> None:
+    """Payments of an order or of a customer."""
+    t = target(ctx)
+    if bool(order) == bool(customer):
+        raise typer.BadParameter("give one of --order or --customer")
+    reply = call(
+        t,
+        "payment",
+        "ListPayments",
+        payment_service_pb2.ListPaymentsRequest(order_id=order or "", customer_id=customer or ""),
+    )
+    for payment in reply.payments:
+        record = pb(payment)
+        emit(t, record, _payment_line(record))
+
+
+@payments_app.command("refund")
+def payments_refund(
+    ctx: typer.Context,
+    payment_id: str,
+    amount: Annotated[
+        str | None, typer.Option(help="part of it (all that is left by default)")
+    ] = None,
+    currency: CurrencyOption = "USD",
+    reason: Annotated[str, typer.Option()] = "refunded by an operator",
+    request_id: RequestIdOption = None,
+) -> None:
+    """Give a payment back, in full or in part."""
+    t = target(ctx)
+    request = payment_service_pb2.RefundPaymentRequest(
+        payment_id=payment_id, reason=reason, request_id=request_id or str(uuid.uuid4())
+    )
+    if amount is not None:
+        request.amount.CopyFrom(money(amount, currency))
+    reply = call(t, "payment", "RefundPayment", request)
+    record = pb(reply)
+    emit(t, record, _payment_line(record.get("payment", {})))
+
+
+def _payment_line(payment: dict[str, Any]) -> str:
+    status = str(payment.get("status", "")).removeprefix("PAYMENT_STATUS_")
+    refunded = payment.get("refunded_amount")
+    extra = f"  refunded {show_money(refunded)}" if refunded else ""
+    return (
+        f"payment {payment.get('payment_id')}  order {payment.get('order_id')}  {status}"
+        f"  {show_money(payment.get('amount', {}))}{extra}"
+    )
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -418,6 +763,7 @@ def events_tail(
         finally:
             for task in pumps:
                 task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
             await nc.close()
 
     with contextlib.suppress(KeyboardInterrupt):

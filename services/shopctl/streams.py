@@ -3,6 +3,7 @@ a stream, and the dead letters (list, show, replay, discard)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -120,7 +121,8 @@ async def scan(
             if not follow and meta.sequence.stream >= last:
                 return
     finally:
-        await sub.unsubscribe()
+        with contextlib.suppress(Exception):  # the connection may be closing already
+            await sub.unsubscribe()
 
 
 def stream_subjects(stream: str) -> str:

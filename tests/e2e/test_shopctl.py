@@ -31,6 +31,11 @@ pytestmark = pytest.mark.e2e
 SHOPCTL = Path(sys.executable).parent / "shopctl"
 
 
+def nats_url(mesh: LocalMesh) -> str:
+    assert mesh.nats_url is not None
+    return mesh.nats_url
+
+
 def flags(mesh: LocalMesh) -> list[str]:
     s = mesh.services
     return [
@@ -114,7 +119,8 @@ async def test_timeline_of_a_paid_then_refunded_order_is_in_causal_order(
     ]
     assert [s for s in subjects if s in causal] == causal, subjects
     gaps = [r["gap_seconds"] for r in records if r["kind"] == "event"]
-    assert gaps[0] == 0 and all(g >= 0 for g in gaps)
+    assert gaps[0] == 0
+    assert all(g >= 0 for g in gaps)
     now = {r["kind"]: r[r["kind"]] for r in records if r["kind"] != "event"}
     assert now["order"]["status"] == "ORDER_STATUS_REFUNDED"
     assert now["payment"]["order_id"] == order.order_id
@@ -123,13 +129,15 @@ async def test_timeline_of_a_paid_then_refunded_order_is_in_causal_order(
     human = await asyncio.to_thread(shopctl, mesh, "orders", "timeline", order.order_id)
     assert human.returncode == 0
     assert "payments.refunded" in human.stdout
-    assert "now: order" in human.stdout and "REFUNDED" in human.stdout
+    assert "now: order" in human.stdout
+    assert "REFUNDED" in human.stdout
 
 
 async def test_orders_get_human_json_and_not_found(mesh: LocalMesh, shop: Shop) -> None:
     order = await refunded_order(shop)
     human = await asyncio.to_thread(shopctl, mesh, "orders", "get", order.order_id)
-    assert human.returncode == 0 and "REFUNDED" in human.stdout
+    assert human.returncode == 0
+    assert "REFUNDED" in human.stdout
     [record] = lines(
         await asyncio.to_thread(shopctl, mesh, "orders", "get", order.order_id, json_out=True)
     )
@@ -141,10 +149,26 @@ async def test_orders_get_human_json_and_not_found(mesh: LocalMesh, shop: Shop) 
 
 
 async def test_events_tail_prints_an_event_published_after_it_started(mesh: LocalMesh) -> None:
+    nc = await nats.connect(nats_url(mesh))
+    js = nc.jetstream()
+    deadline = time.monotonic() + 30
+    while True:  # Payment makes its stream once it is connected
+        try:
+            before = {c.name for c in await js.consumers_info("PAYMENTS")}
+            break
+        except nats.js.errors.NotFoundError:
+            assert time.monotonic() < deadline, "no stream PAYMENTS"
+            await asyncio.sleep(0.2)
     command = [str(SHOPCTL), *flags(mesh), "--json", "events", "tail", "payments.>", "--count=1"]
-    tail = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tail = await asyncio.to_thread(
+        subprocess.Popen, command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
-        await asyncio.sleep(2.0)  # subscribed
+        # Started: its (ephemeral, ordered) consumer is on the stream.
+        deadline = time.monotonic() + 30
+        while {c.name for c in await js.consumers_info("PAYMENTS")} <= before:
+            assert time.monotonic() < deadline, "events tail never subscribed"
+            await asyncio.sleep(0.1)
         event = new_event(
             payment_events.RefundRequested,
             refund_id=new_id(),
@@ -154,12 +178,16 @@ async def test_events_tail_prints_an_event_published_after_it_started(mesh: Loca
             amount=money_pb2.Money(currency_code="USD", minor_units=100),
         )
         env = envelope(event, "/shop/test")
-        nc = await nats.connect(mesh.nats_url)
-        await nc.jetstream().publish(env.subject, env.payload, headers=env.headers)
-        await nc.close()
-        stdout, stderr = await asyncio.to_thread(tail.communicate, timeout=30)
+        await js.publish(env.subject, env.payload, headers=env.headers)
+        try:
+            stdout, stderr = await asyncio.to_thread(tail.communicate, timeout=30)
+        except subprocess.TimeoutExpired:
+            tail.kill()
+            stdout, stderr = tail.communicate()
+            raise AssertionError(f"events tail printed nothing: {stdout!r} {stderr!r}") from None
     finally:
         tail.kill()
+        await nc.close()
     assert tail.returncode == 0, stderr
     [record] = [json.loads(line) for line in stdout.splitlines()]
     assert record["event"]["refund_id"] == event.refund_id
@@ -178,7 +206,7 @@ async def test_dead_letters_list_show_replay_and_discard(mesh: LocalMesh) -> Non
         ),
         "/shop/test",
     )
-    nc = await nats.connect(mesh.nats_url)
+    nc = await nats.connect(nats_url(mesh))
     await nc.jetstream().publish(env.subject, b"\xffgarbage", headers=env.headers)
     await nc.close()
 
@@ -192,11 +220,13 @@ async def test_dead_letters_list_show_replay_and_discard(mesh: LocalMesh) -> Non
     assert {r["consumer"] for r in mine} == {"order-payments", "credit-payments"}
     assert all(r["subject"] == "payments.failed" and r["deliveries"] == 1 for r in mine)
     human = await asyncio.to_thread(shopctl, mesh, "deadletters", "list")
-    assert "order-payments" in human.stdout and "undecodable" in human.stdout
+    assert "order-payments" in human.stdout
+    assert "undecodable" in human.stdout
 
     seq = mine[0]["seq"]
     shown = await asyncio.to_thread(shopctl, mesh, "deadletters", "show", str(seq))
-    assert shown.returncode == 0 and "shop-dead-reason" in shown.stdout
+    assert shown.returncode == 0
+    assert "shop-dead-reason" in shown.stdout
     [record] = lines(
         await asyncio.to_thread(shopctl, mesh, "deadletters", "show", str(seq), json_out=True)
     )
@@ -204,10 +234,12 @@ async def test_dead_letters_list_show_replay_and_discard(mesh: LocalMesh) -> Non
 
     # With its original id, JetStream drops the replay (still in the duplicate window).
     again = await asyncio.to_thread(shopctl, mesh, "deadletters", "replay", str(seq))
-    assert again.returncode == 1 and "--new-id" in again.stdout
+    assert again.returncode == 1
+    assert "--new-id" in again.stdout
 
     # Discard asks first; --yes does not.
-    refused = subprocess.run(
+    refused = await asyncio.to_thread(
+        subprocess.run,
         [str(SHOPCTL), *flags(mesh), "deadletters", "discard", str(seq)],
         input="n\n",
         capture_output=True,
@@ -219,25 +251,81 @@ async def test_dead_letters_list_show_replay_and_discard(mesh: LocalMesh) -> Non
     gone = await asyncio.to_thread(shopctl, mesh, "deadletters", "discard", *both, "--yes")
     assert gone.returncode == 0, gone.stderr
     missing = await asyncio.to_thread(shopctl, mesh, "deadletters", "show", str(seq))
-    assert missing.returncode == 1 and missing.stderr.strip() == f"shopctl: no dead letter {seq}"
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"shopctl: no dead letter {seq}"
 
 
 async def test_a_bad_flag_or_an_unreachable_service_is_one_clear_line(mesh: LocalMesh) -> None:
     bad = await asyncio.to_thread(shopctl, mesh, "orders", "get")
     assert bad.returncode == 2
-    down = subprocess.run(
+    down = await asyncio.to_thread(
+        subprocess.run,
         [str(SHOPCTL), "--order=127.0.0.1:1", "--timeout=2", "orders", "get", new_id()],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert down.returncode == 1
-    assert down.stderr.startswith("shopctl: UNAVAILABLE") and len(down.stderr.splitlines()) == 1
-    no_nats = subprocess.run(
+    assert down.stderr.startswith("shopctl: UNAVAILABLE")
+    assert len(down.stderr.splitlines()) == 1
+    no_nats = await asyncio.to_thread(
+        subprocess.run,
         [str(SHOPCTL), "--nats=nats://127.0.0.1:1", "--timeout=1", "deadletters", "list"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert no_nats.returncode == 1
-    assert no_nats.stderr.startswith("shopctl: NATS at") and len(no_nats.stderr.splitlines()) == 1
+    assert no_nats.stderr.startswith("shopctl: NATS at")
+    assert len(no_nats.stderr.splitlines()) == 1
+
+
+async def test_the_rpc_commands_tell_a_whole_story(mesh: LocalMesh) -> None:
+    """Top up, order, watch it reserve, pay, refund, list; and a cancel: human and JSON."""
+
+    async def ok(*args: str, json_out: bool = True) -> list[dict[str, Any]]:
+        result = await asyncio.to_thread(shopctl, mesh, *args, json_out=json_out)
+        assert result.returncode == 0, (args, result.stderr)
+        return lines(result) if json_out else [{"stdout": result.stdout}]
+
+    customer = new_id()
+    [account] = await ok("credits", "top-up", customer, "--amount=100.00")
+    assert account["customer_id"] == customer
+    [human] = await ok("credits", "show", customer, json_out=False)
+    assert "100.00 USD" in human["stdout"]
+
+    [order] = await ok("orders", "create", customer, "book:2:12.50")
+    assert order["total"] == {"currency_code": "USD", "minor_units": "2500"}
+    reserved: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        [current] = await ok("orders", "get", order["order_id"])
+        if current["status"] == "ORDER_STATUS_RESERVED":
+            reserved.append(current)
+            break
+        await asyncio.sleep(0.2)
+    assert reserved, "the order was never reserved"
+    [paid] = await ok("payments", "pay", order["order_id"])
+    assert paid["success"] is True
+    payment_id = paid["payment"]["payment_id"]
+    [got] = await ok("payments", "get", payment_id)
+    assert got["order_id"] == order["order_id"]
+    [refunded] = await ok("payments", "refund", payment_id, "--amount=5.00")
+    assert refunded["payment"]["refunded_amount"]["minor_units"] == "500"
+    listed = await ok("payments", "list", f"--customer={customer}")
+    assert [p["payment_id"] for p in listed] == [payment_id]
+    [human] = await ok("payments", "list", f"--order={order['order_id']}", json_out=False)
+    assert payment_id in human["stdout"]
+    assert "5.00 USD" in human["stdout"]
+
+    [second] = await ok("orders", "create", customer, "pen:1:3.00")
+    [cancelled] = await ok("orders", "cancel", second["order_id"])
+    assert cancelled["status"] == "ORDER_STATUS_CANCELLED"
+    changes = await ok("orders", "watch", second["order_id"])
+    assert changes[-1]["status"] == "ORDER_STATUS_CANCELLED"
+    mine = await ok("orders", "list", customer)
+    assert {o["order_id"] for o in mine} == {order["order_id"], second["order_id"]}
+
+    bad = await asyncio.to_thread(shopctl, mesh, "credits", "top-up", customer, "--amount=1.001")
+    assert bad.returncode == 2
+    assert "too many decimals" in bad.stderr

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from google.protobuf.message import Message
 from sqlalchemy import text
@@ -149,7 +148,7 @@ async def test_an_event_that_fails_then_succeeds_is_applied_once_and_never_dead_
                     value = await conn.scalar(
                         text("SELECT value FROM counters WHERE name = :n"), {"n": event.event_id}
                     )
-                return value == 1
+                return bool(value == 1)
 
             await eventually(counted)
             await asyncio.sleep(0.5)  # room for a wrongful second application
@@ -180,7 +179,11 @@ async def test_an_event_that_always_fails_is_dead_lettered_after_max_deliver_and
                 return bool(await letters_of(messaging, consumer.name, bad.event_id))
 
             await eventually(dead)
-            await eventually(lambda: asyncio.sleep(0, good.event_id in applied))
+
+            async def good_applied() -> bool:
+                return good.event_id in applied
+
+            await eventually(good_applied)
             await asyncio.sleep(0.5)  # no delivery after the dead letter
         # One try per delivery, and one more if a delivery came in a batch with the good
         # event (the batch is tried together once, then each event alone).
@@ -285,7 +288,9 @@ async def test_kill_between_dead_letter_and_ack_then_replay_after_the_fix_applie
                 return None if value is None else int(value)
 
             assert await count() is None
-            handlers = {payment_events.RefundRequested: counting_handler("")}
+            handlers: dict[type[Message], EventHandler] = {
+                payment_events.RefundRequested: counting_handler("")
+            }
             async with running(engine, messaging, handlers, name=name):
                 # (new id: the original one is still in JetStream's duplicate window)
                 first_replay = await replay(messaging.js, letter.seq, new_id=True, keep=True)
