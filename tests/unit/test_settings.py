@@ -79,3 +79,13 @@ def test_streams_keep_at_least_the_duplicate_window_and_a_sane_size() -> None:
             CreditSettings.from_env({**base, name: bad})
     sized = CreditSettings.from_env({**base, "STREAM_MAX_BYTES": str(2**34)})
     assert sized.core.retention.stream_max_bytes == 2**34
+
+
+def test_event_max_deliver_defaults_to_five_and_is_bounded() -> None:
+    base = {"DATABASE_URL": "postgresql://db/x"}
+    assert CreditSettings.from_env(base).core.event_max_deliver == 5
+    settings = CreditSettings.from_env({**base, "EVENT_MAX_DELIVER": "3"})
+    assert settings.core.event_max_deliver == 3
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(SettingsError, match="EVENT_MAX_DELIVER"):
+            CreditSettings.from_env({**base, "EVENT_MAX_DELIVER": bad})
