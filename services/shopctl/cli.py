@@ -248,6 +248,8 @@ def status(ctx: typer.Context) -> None:
                     line = f"[{style}]{line} (dead letters)[/]"
                 emit(t, record, line)
                 for consumer in await js.consumers_info(name):
+                    if not consumer.config.durable_name:
+                        continue  # a reader's ephemeral consumer (shopctl's own scans)
                     lag = consumer.num_pending or 0
                     pending = consumer.num_ack_pending or 0
                     emit(

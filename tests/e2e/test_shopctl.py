@@ -253,12 +253,33 @@ async def test_dead_letters_list_show_replay_and_discard(mesh: LocalMesh) -> Non
         timeout=30,
     )
     assert refused.returncode == 1
-    both = [str(r["seq"]) for r in mine]
-    gone = await asyncio.to_thread(shopctl, mesh, "deadletters", "discard", *both, "--yes")
+    gone = await asyncio.to_thread(shopctl, mesh, "deadletters", "discard", str(seq), "--yes")
     assert gone.returncode == 0, gone.stderr
     missing = await asyncio.to_thread(shopctl, mesh, "deadletters", "show", str(seq))
     assert missing.returncode == 1
     assert missing.stderr.strip() == f"shopctl: no dead letter {seq}"
+
+    # Replayed with a new id, it reaches its consumers again: still poison (nothing was
+    # fixed), so both dead-letter it again, and the replayed dead letter is gone.
+    [kept] = [str(r["seq"]) for r in mine if str(r["seq"]) != str(seq)]
+    replayed = await asyncio.to_thread(
+        shopctl, mesh, "deadletters", "replay", kept, "--new-id", json_out=True
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    [record] = lines(replayed)
+    assert record["subject"] == "payments.failed"
+    assert record["duplicate"] is False
+    again_dead: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    while len(again_dead) < 2 and time.monotonic() < deadline:
+        listed = await asyncio.to_thread(shopctl, mesh, "deadletters", "list", json_out=True)
+        again_dead = [r for r in lines(listed) if r["event_id"] == env.event_id]
+        await asyncio.sleep(0.5)
+    assert {r["consumer"] for r in again_dead} == {"order-payments", "credit-payments"}
+    assert str(kept) not in {str(r["seq"]) for r in again_dead}
+    cleanup = [str(r["seq"]) for r in again_dead]
+    gone = await asyncio.to_thread(shopctl, mesh, "deadletters", "discard", *cleanup, "--yes")
+    assert gone.returncode == 0, gone.stderr
 
 
 async def test_a_bad_flag_or_an_unreachable_service_is_one_clear_line(mesh: LocalMesh) -> None:
