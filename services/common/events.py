@@ -27,6 +27,16 @@ STREAMS: dict[str, str] = {"ORDERS": "orders.>", "CREDITS": "credits.>", "PAYMEN
 # The stream each service publishes to, and the only one it creates and updates (its NATS
 # user may touch no other: deploy/k8s/base/nats-auth.conf). Consumers wait for the others.
 OWN_STREAM: dict[str, str] = {"order": "ORDERS", "credit": "CREDITS", "payment": "PAYMENTS"}
+# Poison events end here (services/common/inbox.py, "Dead letters"), on
+# `deadletter.<consumer>.<original subject>`; every service creates and updates it (the same
+# configuration from each), since every service's consumers write to it.
+DEADLETTER = "DEADLETTER"
+DEADLETTER_SUBJECTS = "deadletter.>"
+
+
+def deadletter_subject(consumer: str, subject: str) -> str:
+    return f"deadletter.{consumer}.{subject}"
+
 
 CONTENT_TYPE = "application/protobuf"
 

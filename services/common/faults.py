@@ -7,6 +7,8 @@ does): `point` crashes at the first hit of that point, `point@N` at the N-th. Po
                        before the relay published them
     inbox.committed    a consumer committed an event's effect and its inbox row, before
                        the ack to JetStream
+    inbox.dead_lettered  a consumer published a poison event to DEADLETTER, before the ack
+                       that takes it off its own stream
 """
 
 from __future__ import annotations

@@ -2,6 +2,17 @@
 
 A durable JetStream pull consumer delivers each event at least once; the inbox makes the
 effect happen exactly once, whatever the redeliveries and duplicates.
+
+Dead letters (DESIGN "Poison events", docs/reliability.md): an event that can never be
+applied (undecodable, a `ce-type` not its subject's, a bad field, a handler's PoisonEvent)
+is moved at once, and one that keeps failing after `max_deliver` deliveries (EVENT_MAX_DELIVER,
+naked with a growing delay in between), to stream DEADLETTER on
+`deadletter.<consumer>.<subject>`: body and headers unchanged but `Nats-Msg-Id`, plus the
+`shop-dead-*` headers below. Publish first, ack after: the dead letter's own `Nats-Msg-Id`
+is made of the consumer and the stream sequence, so a process that dies between the two
+steps publishes it again on redelivery and JetStream drops the copy; nothing is lost. A
+database that is unreachable is nobody's event's fault: those failures wait, never
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -11,14 +22,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from google.protobuf.message import DecodeError, Message
 from nats.aio.msg import Msg
 
 from services.common import metrics, tracing
-from services.common.events import SUBJECT_TYPES, defects, subject_of
+from services.common.db import is_connection_error
+from services.common.events import SUBJECT_TYPES, deadletter_subject, defects, subject_of
 from services.common.faults import crash_point
 from services.common.jetstream import Messaging, ensure_durable_consumer
 from services.common.sql import Sql
@@ -29,6 +41,20 @@ log = logging.getLogger(__name__)
 # A handler takes the service's own kind of unit of work (a UnitOfWork with its
 # repositories, see services/*/adapters/unit_of_work.py) and the decoded event.
 EventHandler = Callable[[Any, Any], Awaitable[None]]
+
+# What became of a consumed event (recorded in one place: Consumer._settled).
+Outcome = Literal["applied", "duplicate", "retried", "dead_lettered"]
+
+DEFAULT_MAX_DELIVER = 5
+# Headers a dead letter carries besides the original ones.
+DEAD_REASON = "shop-dead-reason"  # why, in words (the error; nothing of other customers)
+DEAD_DELIVERIES = "shop-dead-deliveries"  # how many times it was delivered to the consumer
+DEAD_AT = "shop-dead-at"  # when it was dead-lettered, RFC 3339 UTC
+DEAD_CONSUMER = "shop-dead-consumer"  # the durable consumer that gave up on it
+DEAD_STREAM = "shop-dead-stream"  # where it came from, and at which sequence
+DEAD_SEQUENCE = "shop-dead-sequence"
+DEAD_MSG_ID = "shop-dead-msg-id"  # its original Nats-Msg-Id (a replay publishes with it)
+_REASON_LIMIT = 512
 
 _CLAIM = (
     "INSERT INTO inbox (consumer, event_id, subject) VALUES (:consumer, :event_id, :subject)"
@@ -75,6 +101,11 @@ class Consumer:
     # consumers' batches take their locks in the same order and cannot deadlock: a deadlock
     # costs PostgreSQL's deadlock_timeout (1 s) before one batch is thrown back.
     lock_order: Callable[[Any], str] | None = None
+    # Deliveries before a failing event is dead-lettered (EVENT_MAX_DELIVER, set by the
+    # runtime), and the back-off between them: retry_seconds doubled at each delivery.
+    max_deliver: int = DEFAULT_MAX_DELIVER
+    retry_seconds: float = 1.0
+    retry_max_seconds: float = 30.0
     _by_type: dict[str, tuple[type[Message], EventHandler]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,11 +148,11 @@ class Consumer:
             if self.lock_order is not None:
                 key = self.lock_order
                 deliveries.sort(key=lambda delivery: key(delivery.event))
-            applied: dict[str, bool] = {}
             try:
+                applied: list[bool] = []
                 async with self.unit_of_work() as uow:
                     for delivery in deliveries:
-                        applied[delivery.event_id] = await self._apply(uow, delivery)
+                        applied.append(await self._apply(uow, delivery))
             except Exception as error:
                 log.warning(
                     "consumer %s: a batch of %d events failed (%s); applying them one by one",
@@ -131,9 +162,9 @@ class Consumer:
                 )
             else:
                 crash_point("inbox.committed")
-                for delivery in deliveries:
-                    self._committed(delivery, applied)
+                for delivery, fresh in zip(deliveries, applied, strict=True):
                     await delivery.msg.ack()
+                    self._settled(delivery.msg, "applied" if fresh else "duplicate")
                 return
         for delivery in deliveries:
             await self._apply_alone(delivery)
@@ -168,7 +199,7 @@ class Consumer:
         return _Delivery(msg, event, event_id, handler)
 
     async def _poison(self, msg: Msg, reason: str) -> None:
-        """Take an event that can never be applied off the stream, loudly."""
+        """Take an event that can never be applied off the stream, loudly: to DEADLETTER."""
         log.error(
             "consumer %s: poison event on %s, not retried: %s",
             self.name,
@@ -176,12 +207,66 @@ class Consumer:
             reason,
             extra={"consumer": self.name, "subject": msg.subject},
         )
-        metrics.event_consumed(self.name, msg.subject, "dead_lettered")
-        await msg.term()
+        await self._dead_letter(msg, reason)
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        """Publish the event to DEADLETTER, then ack it on its stream. Should the publish
+        fail (NATS away), the event is naked and comes back to be dead-lettered later."""
+        meta = msg.metadata
+        headers = dict(msg.headers or {})
+        if (original_id := headers.pop("Nats-Msg-Id", None)) is not None:
+            headers[DEAD_MSG_ID] = original_id
+        headers |= {
+            DEAD_REASON: reason[:_REASON_LIMIT],
+            DEAD_DELIVERIES: str(meta.num_delivered),
+            DEAD_AT: datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            DEAD_CONSUMER: self.name,
+            DEAD_STREAM: meta.stream,
+            DEAD_SEQUENCE: str(meta.sequence.stream),
+            # The same for every attempt at this delivery: a second publish is a duplicate.
+            "Nats-Msg-Id": f"dead:{self.name}:{meta.stream}:{meta.sequence.stream}",
+        }
+        try:
+            await self.messaging.js.publish(
+                deadletter_subject(self.name, msg.subject), msg.data, timeout=5, headers=headers
+            )
+        except Exception as error:
+            log.warning(
+                "consumer %s: cannot dead-letter %s #%d yet (%s); it will come back",
+                self.name,
+                meta.stream,
+                meta.sequence.stream,
+                error,
+            )
+            await msg.nak(delay=self.retry_delay(meta.num_delivered))
+            self._settled(msg, "retried")
+            return
+        crash_point("inbox.dead_lettered")
+        await msg.ack()
+        self._settled(msg, "dead_lettered")
+
+    def retry_delay(self, num_delivered: int) -> float:
+        """The back-off before the next delivery: doubling with each one, up to a bound."""
+        exponent = min(max(num_delivered, 1) - 1, 16)
+        return float(min(self.retry_seconds * 2**exponent, self.retry_max_seconds))
+
+    def _settled(self, msg: Msg, outcome: Outcome) -> None:
+        """The one place a consumed event's fate is recorded: events_consumed_total, and
+        event_lag_seconds (`ce-time` to applied) for an event applied now."""
+        metrics.event_consumed(self.name, msg.subject, outcome)
+        if outcome == "applied" and (lag := _lag_seconds(msg)) is not None:
+            metrics.EVENT_LAG.labels(self.name).observe(lag)
+        if outcome == "dead_lettered":
+            log.warning(
+                "consumer %s: %s dead-lettered",
+                self.name,
+                msg.subject,
+                extra={"consumer": self.name, "subject": msg.subject, "outcome": outcome},
+            )
 
     async def _apply(self, uow: UnitOfWork, delivery: _Delivery) -> bool:
-        """Claim and apply one event (in a consumer span when tracing is on); False when the
-        inbox says it already was."""
+        """Apply the event unless the inbox says it was (in a consumer span when tracing is
+        on); True when it was applied now."""
         subject = delivery.msg.subject
         with tracing.consumer_span(self.name, subject, delivery.event_id, delivery.msg.headers):
             if await claim(uow.conn, self.name, delivery.event_id, subject):
@@ -195,38 +280,37 @@ class Consumer:
         )
         return False
 
-    def _committed(self, delivery: _Delivery, applied: dict[str, bool]) -> None:
-        """events_consumed_total and event_lag_seconds, once the effect has committed."""
-        was_applied = applied.get(delivery.event_id, False)
-        outcome = "applied" if was_applied else "duplicate"
-        metrics.event_consumed(self.name, delivery.msg.subject, outcome)
-        if was_applied and (lag := _lag_seconds(delivery.msg)) is not None:
-            metrics.EVENT_LAG.labels(self.name).observe(lag)
-
     async def _apply_alone(self, delivery: _Delivery) -> None:
-        applied: dict[str, bool] = {}
+        msg, name = delivery.msg, delivery.event.DESCRIPTOR.name
         try:
             async with self.unit_of_work() as uow:
-                applied[delivery.event_id] = await self._apply(uow, delivery)
+                fresh = await self._apply(uow, delivery)
         except PoisonEvent as poison:  # rolled back: not even the inbox row stays
-            await self._poison(
-                delivery.msg, f"{delivery.event.DESCRIPTOR.name} {delivery.event_id}: {poison}"
-            )
+            await self._poison(msg, f"{name} {delivery.event_id}: {poison}")
             return
-        except Exception:
-            # Transient (database down) or a bug: leave it for redelivery, a little later.
+        except Exception as error:
+            # Transient or a bug: redelivered a little later each time, and after
+            # max_deliver deliveries dead-lettered, unless the database is away (then it
+            # waits for it: an outage must not empty the streams into DEADLETTER).
+            delivered = msg.metadata.num_delivered
             log.exception(
-                "consumer %s: failed to apply %s %s",
+                "consumer %s: failed to apply %s %s (delivery %d of %d)",
                 self.name,
-                delivery.event.DESCRIPTOR.name,
+                name,
                 delivery.event_id,
+                delivered,
+                self.max_deliver,
             )
-            metrics.event_consumed(self.name, delivery.msg.subject, "retried")
-            await delivery.msg.nak(delay=2.0)
+            if delivered >= self.max_deliver and not is_connection_error(error):
+                reason = f"{name} {delivery.event_id}: failed {delivered} times, last with"
+                await self._dead_letter(msg, f"{reason} {type(error).__name__}: {error}")
+                return
+            await msg.nak(delay=self.retry_delay(delivered))
+            self._settled(msg, "retried")
             return
         crash_point("inbox.committed")
-        self._committed(delivery, applied)
-        await delivery.msg.ack()
+        await msg.ack()
+        self._settled(msg, "applied" if fresh else "duplicate")
 
 
 def _lag_seconds(msg: Msg) -> float | None:

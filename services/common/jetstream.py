@@ -14,17 +14,21 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from services.common.events import STREAMS
+from services.common.events import DEADLETTER, DEADLETTER_SUBJECTS, STREAMS
 from services.common.retention import DUPLICATE_WINDOW_SECONDS, Retention
 from services.common.security_settings import NatsSecurity, redact_url, redact_urls
 
 log = logging.getLogger(__name__)
 
+# The event streams and the dead letters' (subjects by stream name).
+ALL_STREAMS: dict[str, str] = {**STREAMS, DEADLETTER: DEADLETTER_SUBJECTS}
+
 
 class Messaging:
     """Owns the NATS connection. Connecting never blocks the service's start: the outbox
     keeps events while NATS is away and `ready` is set once `streams` exist (a service's
-    own stream; every stream by default, for tools and tests that own all of them)."""
+    own stream and DEADLETTER; every stream by default, for tools and tests that own all of
+    them)."""
 
     def __init__(
         self,
@@ -40,7 +44,7 @@ class Messaging:
         self.security = security or NatsSecurity()
         self.replicas = replicas
         self.retention = retention or Retention()
-        self.streams = tuple(STREAMS if streams is None else streams)
+        self.streams = tuple(ALL_STREAMS if streams is None else streams)
         self.ready = asyncio.Event()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -140,16 +144,18 @@ async def ensure_streams(
     names: Collection[str] | None = None,
     retention: Retention | None = None,
 ) -> None:
-    """Create or update the streams `names` (default: all three); safe to run from every
-    replica at every start. `replicas` copies of each (JETSTREAM_REPLICAS); durable
-    consumers follow the stream. Events older than STREAM_MAX_AGE_SECONDS (or beyond
-    STREAM_MAX_BYTES, the oldest first) are dropped; the update applies changed limits to
-    streams that already exist."""
+    """Create or update the streams `names` (default: the three event streams and
+    DEADLETTER); safe to run from every replica at every start. `replicas` copies of each
+    (JETSTREAM_REPLICAS); durable consumers follow the stream. Events older than
+    STREAM_MAX_AGE_SECONDS (or beyond STREAM_MAX_BYTES, the oldest first) are dropped; the
+    update applies changed limits to streams that already exist. DEADLETTER keeps its dead
+    letters as long (docs/reliability.md, "Retention"): a replay then comes back while every
+    consumer's inbox still remembers the event, so it is applied once at most."""
     retention = retention or Retention()
-    for name in STREAMS if names is None else names:
+    for name in ALL_STREAMS if names is None else names:
         config = StreamConfig(
             name=name,
-            subjects=[STREAMS[name]],
+            subjects=[ALL_STREAMS[name]],
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             max_age=float(retention.stream_max_age_seconds),
@@ -177,7 +183,9 @@ async def ensure_durable_consumer(
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=30,
-        max_deliver=-1,  # never drop an event silently; poison messages are terminated
+        # Never dropped by the server: the consumer counts deliveries itself and moves an
+        # event to DEADLETTER after EVENT_MAX_DELIVER (services/common/inbox.py).
+        max_deliver=-1,
         max_ack_pending=1000,
     )
     await js.add_consumer(stream, config)

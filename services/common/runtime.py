@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import eventloop, metrics, tracing
 from services.common.db import create_engine, is_connection_error
-from services.common.events import OWN_STREAM
+from services.common.events import DEADLETTER, OWN_STREAM
 from services.common.grpc_server import GrpcServer, create_server
 from services.common.http import HttpApp, HttpServer
 from services.common.inbox import Consumer
@@ -124,8 +124,9 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         security=settings.nats_security,
         replicas=settings.nats_stream_replicas,
         retention=settings.retention,
-        # Only its own: its NATS user may create no other (the consumers wait for theirs).
-        streams=[OWN_STREAM[settings.service]],
+        # Only its own and the dead letters' (every service's consumers write there): its
+        # NATS user may create no other (the consumers wait for theirs).
+        streams=[OWN_STREAM[settings.service], DEADLETTER],
     )
     tasks: list[asyncio.Task[None]] = []
     server: GrpcServer | None = None
@@ -150,6 +151,8 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         relay = OutboxRelay(engine, messaging, poll_seconds=settings.outbox_poll_seconds)
         runtime = Runtime(settings, engine, messaging, relay)
         wiring = spec.wire(runtime)
+        for consumer in wiring.consumers:
+            consumer.max_deliver = settings.event_max_deliver
         server = await create_server(
             f"{settings.host}:{settings.port}",
             wiring.register,

@@ -137,6 +137,8 @@ class CoreSettings:
     outbox_poll_seconds: float
     nats_stream_replicas: int
     event_loop: str
+    # Deliveries of a failing event before it goes to DEADLETTER (services/common/inbox.py)
+    event_max_deliver: int = 5
     # Security (services/common/security_settings.py); all optional, plaintext by default.
     grpc_tls: GrpcTls | None = None
     authz: AuthzPolicy | None = None
@@ -186,6 +188,7 @@ class CoreSettings:
             # copies of each JetStream stream: 3 on a 3-member cluster, 1 on a single server
             nats_stream_replicas=env.integer("JETSTREAM_REPLICAS", 1, minimum=1, maximum=5),
             event_loop=env.choice("EVENT_LOOP", "uvloop", eventloop.CHOICES),
+            event_max_deliver=env.integer("EVENT_MAX_DELIVER", 5, minimum=1, maximum=1000),
             grpc_tls=grpc_tls,
             authz=AuthzPolicy.read(env, grpc_tls),
             nats_security=NatsSecurity.read(env),

@@ -38,6 +38,15 @@ def banner(mesh: LocalMesh) -> str:
     grpcurl = Path(sys.executable).parent / "grpcurl"
     grpcurl_cmd = _relative(grpcurl) if grpcurl.exists() else "grpcurl"
     credit = mesh.services["credit"].target
+    shopctl = Path(sys.executable).parent / "shopctl"
+    shopctl_cmd = _relative(shopctl) if shopctl.exists() else "shopctl"
+    if (mesh.nats_url or "") != "nats://127.0.0.1:4222" or any(
+        s.target != f"127.0.0.1:{port}"
+        for s, port in zip(mesh.services.values(), (50051, 50052, 50053), strict=True)
+    ):
+        # A port was busy and another taken: point shopctl at what runs.
+        targets = " ".join(f"--{s.name}={s.target}" for s in mesh.services.values())
+        shopctl_cmd += f" {targets} --nats={redact_urls(mesh.nats_url or '')}"
     lines = [
         "",
         "The mesh is up:",
@@ -60,6 +69,13 @@ def banner(mesh: LocalMesh) -> str:
         f" {credit} shop.credit.v1.CreditService/GetCreditAccount",
         f'  {grpcurl_cmd} -plaintext -d \'{{"service": "shop.credit.v1.CreditService"}}\''
         f" {credit} grpc.health.v1.Health/Check",
+        "",
+        "Or operate it with shopctl (defaults reach this mesh; --json for scripts):",
+        f"  {shopctl_cmd} status",
+        f"  {shopctl_cmd} credits show {CUSTOMER}",
+        f"  {shopctl_cmd} events tail payments.>",
+        f"  {shopctl_cmd} orders timeline <order id>",
+        f"  {shopctl_cmd} deadletters list",
         "",
         "Or run the whole seed story (reject, top up, reserve, pay, refund): make demo",
         "",

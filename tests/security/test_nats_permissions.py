@@ -1,9 +1,10 @@
 """NATS users and permissions, as deployed: a real nats-server runs the rendered ConfigMap
 `nats-config` of deploy/k8s (nats.conf and the nats-auth.conf it includes, unchanged), and
-each service's real Messaging set-up (its stream, its durable consumers from
-services/*/entrypoints/events.py, publish with ack, fetch and ack) works under its own user,
-while a forged publish (Order publishing payments.succeeded), a foreign stream's update or
-purge, another service's consumer and an anonymous connection are refused."""
+each service's real Messaging set-up (its stream and DEADLETTER, its durable consumers from
+services/*/entrypoints/events.py, publish with ack, fetch and ack, dead-lettering a poison
+event) works under its own user, while a forged publish (Order publishing
+payments.succeeded), a forged dead letter, a foreign stream's update or purge, another
+service's consumer and an anonymous connection are refused."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from nats.errors import NoServersError
 from nats.js.api import StreamConfig
 
 from services.common.events import (
+    DEADLETTER,
     EVENT_TYPES,
     OWN_STREAM,
     STREAMS,
@@ -84,7 +86,7 @@ async def connected(server: DeployedNats, service: str, password: str) -> AsyncI
         server.url,
         f"shop-{service}",
         NatsSecurity(user=service, password=password),
-        streams=[OWN_STREAM[service]],
+        streams=[OWN_STREAM[service], DEADLETTER],
     )
     task = asyncio.create_task(messaging.connect())
     try:
@@ -138,9 +140,10 @@ async def test_each_service_sets_up_publishes_and_consumes_under_its_own_user(
             )
             for service in SERVICES
         }
-        # Every service made its own stream (and only that one).
+        # Every service made its own stream (and only that one), and DEADLETTER.
         for service, messaging in mesh.items():
             assert await stream_messages(messaging, OWN_STREAM[service]) == 0
+            assert await stream_messages(messaging, DEADLETTER) == 0
 
         # Each service's durable consumers, made and bound under its own user.
         bound: list[tuple[Consumer, Any]] = []
@@ -182,6 +185,37 @@ async def test_each_service_sets_up_publishes_and_consumes_under_its_own_user(
             info = await sub.consumer_info()
             assert info.num_ack_pending == 0, consumer.name
             assert info.ack_floor.stream_seq == max(published[s] for s in consumer.subjects)
+
+        # Each consumer dead-letters poison events (bodies that are not protobuf) under its
+        # service's user: published to DEADLETTER, then acked on its own stream.
+        poison: dict[str, tuple[str, int]] = {}  # consumer -> (subject, sequence)
+        for consumer, _ in bound:
+            subject = consumer.subjects[0]
+            _, _, headers = one_event_of(subject)
+            publisher = mesh[owner_of[consumer.stream]]
+            ack = await publisher.js.publish(subject, b"\xff\xff", timeout=5, headers=headers)
+            poison[consumer.name] = (subject, ack.seq)
+        for consumer, sub in bound:
+            mine = [
+                seq
+                for c, _ in bound
+                if c.stream == consumer.stream
+                for subject, seq in [poison[c.name]]
+                if subject in consumer.subjects
+            ]
+            messages = await sub.fetch(len(mine), timeout=5)
+            await consumer.handle_batch(messages)
+            await consumer.messaging.nc.flush()  # the ack is sent without waiting
+            info = await sub.consumer_info()
+            assert info.num_ack_pending == 0, consumer.name
+            assert info.ack_floor.stream_seq == max(mine), consumer.name
+            # (Nobody but an operator may read dead letters: the count says they are there.)
+            dead = await consumer.messaging.js.stream_info(DEADLETTER, subjects_filter=">")
+            subject = poison[consumer.name][0]
+            count = sum(
+                1 for c, _ in bound if c.stream == consumer.stream and poison[c.name][0] == subject
+            )
+            assert (dead.state.subjects or {}).get(f"deadletter.{consumer.name}.{subject}") == count
 
 
 FORGERIES = [
@@ -229,6 +263,25 @@ async def test_order_cannot_forge_a_payment_succeeded(
             await client.close()
         assert any("permissions violation for publish" in str(e).lower() for e in errors), errors
         assert await stream_messages(payment, "PAYMENTS") == before
+
+
+@pytest.mark.parametrize(
+    ("service", "subject"),
+    [
+        ("order", "deadletter.credit-orders.orders.created"),  # another service's consumer
+        ("payment", "deadletter.order-payments.payments.succeeded"),
+        ("credit", "deadletter.nobody.credits.reserved"),
+    ],
+)
+async def test_a_dead_letter_for_another_services_consumer_is_refused(
+    deployed_nats: DeployedNats, passwords: dict[str, str], service: str, subject: str
+) -> None:
+    async with connected(deployed_nats, service, passwords[service]) as messaging:
+        before = await stream_messages(messaging, DEADLETTER)
+        with pytest.raises((TimeoutError, nats.errors.NoRespondersError)):
+            await messaging.js.publish(subject, b"forged", timeout=1)
+        await messaging.nc.flush()
+        assert await stream_messages(messaging, DEADLETTER) == before
 
 
 @pytest.mark.parametrize(

@@ -90,3 +90,13 @@ def test_the_gateway_timeout_is_read_and_must_exceed_the_latency() -> None:
         PaymentSettings.from_env(
             {**base, "PAYMENT_GATEWAY_TIMEOUT_SECONDS": "1", "PAYMENT_GATEWAY_LATENCY_MS": "1000"}
         )
+
+
+def test_event_max_deliver_defaults_to_five_and_is_bounded() -> None:
+    base = {"DATABASE_URL": "postgresql://db/x"}
+    assert CreditSettings.from_env(base).core.event_max_deliver == 5
+    settings = CreditSettings.from_env({**base, "EVENT_MAX_DELIVER": "3"})
+    assert settings.core.event_max_deliver == 3
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(SettingsError, match="EVENT_MAX_DELIVER"):
+            CreditSettings.from_env({**base, "EVENT_MAX_DELIVER": bad})

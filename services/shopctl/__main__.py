@@ -1,0 +1,3 @@
+from services.shopctl.cli import main
+
+main()
