@@ -65,6 +65,12 @@ class FailedPrecondition(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class ResourceExhausted(DomainError):
+    """A bounded resource (e.g. open streams of one process) is used up: retry later."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(DomainError):
     """A dependency (database, another service) is down: the caller may retry."""
 

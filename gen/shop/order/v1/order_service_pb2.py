@@ -26,7 +26,7 @@ from shop.common.v1 import field_options_pb2 as shop_dot_common_dot_v1_dot_field
 from shop.order.v1 import order_pb2 as shop_dot_order_dot_v1_dot_order__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/v1/order_service.proto\x12\rshop.order.v1\x1a\"shop/common/v1/field_options.proto\x1a\x19shop/order/v1/order.proto\"\x82\x01\n\x12\x43reateOrderRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12/\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItemB\x06\x92\xb5\x18\x02\x08\x01\x12\x1c\n\nrequest_id\x18\x03 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\":\n\x13\x43reateOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"-\n\x0fGetOrderRequest\x12\x1a\n\x08order_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"Y\n\x11ListOrdersRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x12\x43\x61ncelOrderRequest\x12\x1a\n\x08order_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order2\xda\x02\n\x0cOrderService\x12T\n\x0b\x43reateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\x12K\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\x12Q\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\x12T\n\x0b\x43\x61ncelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/v1/order_service.proto\x12\rshop.order.v1\x1a\"shop/common/v1/field_options.proto\x1a\x19shop/order/v1/order.proto\"\x82\x01\n\x12\x43reateOrderRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12/\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItemB\x06\x92\xb5\x18\x02\x08\x01\x12\x1c\n\nrequest_id\x18\x03 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\":\n\x13\x43reateOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"-\n\x0fGetOrderRequest\x12\x1a\n\x08order_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"Y\n\x11ListOrdersRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x12\x43\x61ncelOrderRequest\x12\x1a\n\x08order_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"/\n\x11WatchOrderRequest\x12\x1a\n\x08order_id\x18\x01 \x01(\tB\x08\x92\xb5\x18\x04\x08\x01\x10\x01\"9\n\x12WatchOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order2\xaf\x03\n\x0cOrderService\x12T\n\x0b\x43reateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\x12K\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\x12Q\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\x12T\n\x0b\x43\x61ncelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponse\x12S\n\nWatchOrder\x12 .shop.order.v1.WatchOrderRequest\x1a!.shop.order.v1.WatchOrderResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTORDERSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
   _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._loaded_options = None
   _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
+  _globals['_WATCHORDERREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_WATCHORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\222\265\030\004\010\001\020\001'
   _globals['_CREATEORDERREQUEST']._serialized_start=116
   _globals['_CREATEORDERREQUEST']._serialized_end=246
   _globals['_CREATEORDERRESPONSE']._serialized_start=248
@@ -61,6 +63,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELORDERREQUEST']._serialized_end=652
   _globals['_CANCELORDERRESPONSE']._serialized_start=654
   _globals['_CANCELORDERRESPONSE']._serialized_end=712
-  _globals['_ORDERSERVICE']._serialized_start=715
-  _globals['_ORDERSERVICE']._serialized_end=1061
+  _globals['_WATCHORDERREQUEST']._serialized_start=714
+  _globals['_WATCHORDERREQUEST']._serialized_end=761
+  _globals['_WATCHORDERRESPONSE']._serialized_start=763
+  _globals['_WATCHORDERRESPONSE']._serialized_end=820
+  _globals['_ORDERSERVICE']._serialized_start=823
+  _globals['_ORDERSERVICE']._serialized_end=1254
 # @@protoc_insertion_point(module_scope)
