@@ -1,6 +1,7 @@
 """A second gRPC implementation: the Node.js client of tests/node_client (@grpc/grpc-js and
 @grpc/proto-loader, pinned by its package-lock.json) loads proto/ directly and runs
-top-up -> order -> wait RESERVED -> pay -> get against the live mesh.
+top-up -> order -> watch until RESERVED -> pay -> watch until PAID -> get against the live
+mesh, watching the order with WatchOrder (a server stream) instead of polling it.
 
 Its dependencies are installed with `npm ci` into tests/node_client/node_modules (git-ignored)
 and kept there while package-lock.json is unchanged."""
@@ -67,6 +68,10 @@ def test_the_node_client_runs_the_saga(node_client: Path, mesh: LocalMesh) -> No
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["order_status"] == "ORDER_STATUS_PAID"
+    assert summary["watched"] in (
+        ["ORDER_STATUS_PENDING", "ORDER_STATUS_RESERVED", "ORDER_STATUS_PAID"],
+        ["ORDER_STATUS_RESERVED", "ORDER_STATUS_PAID"],
+    ), summary["watched"]
     assert summary["payment_status"] == "PAYMENT_STATUS_SUCCEEDED"
     assert summary["available"] == str(10000 - 4321)
     assert summary["spent"] == "4321"

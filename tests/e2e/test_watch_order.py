@@ -32,6 +32,14 @@ def watch_request(order_id: str) -> order_service_pb2.WatchOrderRequest:
     return order_service_pb2.WatchOrderRequest(order_id=order_id)
 
 
+async def next_order(call: WatchCall) -> order_pb2.Order | None:
+    """The next message's order; None when the stream ended OK."""
+    response = await asyncio.wait_for(call.read(), 30)
+    if isinstance(response, order_service_pb2.WatchOrderResponse):
+        return response.order
+    return None
+
+
 async def statuses_until(
     call: WatchCall,
     last: int,
@@ -39,17 +47,17 @@ async def statuses_until(
     """Read the stream up to the message whose status is `last`."""
     seen: list[order_pb2.Order] = []
     while not seen or seen[-1].status != last:
-        response = await asyncio.wait_for(call.read(), 20)
-        assert response is not grpc.aio.EOF, ([o.status for o in seen], await call.code())
-        seen.append(response.order)
+        order = await next_order(call)
+        assert order is not None, ([o.status for o in seen], await call.code())
+        seen.append(order)
     return seen
 
 
 async def the_rest(call: WatchCall) -> list[order_pb2.Order]:
     """Every message until the stream ends (read(), which a test may mix with the above)."""
     seen: list[order_pb2.Order] = []
-    while (response := await asyncio.wait_for(call.read(), 30)) is not grpc.aio.EOF:
-        seen.append(response.order)
+    while (order := await next_order(call)) is not None:
+        seen.append(order)
     return seen
 
 
@@ -135,8 +143,8 @@ async def test_the_stream_ends_at_its_deadline(shop: Shop) -> None:
     reserved = await shop.reserved_order(customer, 2_500)  # stays RESERVED: nobody pays
     started = time.monotonic()
     call = shop.order.WatchOrder(watch_request(reserved.order_id), timeout=1.0)
-    first = await call.read()
-    assert first is not grpc.aio.EOF and first.order.status == S.ORDER_STATUS_RESERVED
+    first = await next_order(call)
+    assert first is not None and first.status == S.ORDER_STATUS_RESERVED
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         await call.read()  # nothing more comes: the order does not move
     took = time.monotonic() - started
