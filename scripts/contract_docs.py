@@ -54,7 +54,7 @@ def render(contract: Contract) -> str:
         uuids = [r.field for r in rules if r.uuid]
         lines.append(
             f"| `{method.service}` | `{method.name}` | `{short(method.input_type)}` → "
-            f"`{short(method.output_type)}` | {', '.join(required) or '—'} | "
+            f"`{'stream ' if method.server_streaming else ''}{short(method.output_type)}` | {', '.join(required) or '—'} | "
             f"{', '.join(uuids) or '—'} | {method.comment} |"
         )
     lines += [
