@@ -144,7 +144,8 @@ async def test_the_stream_ends_at_its_deadline(shop: Shop) -> None:
     started = time.monotonic()
     call = shop.order.WatchOrder(watch_request(reserved.order_id), timeout=1.0)
     first = await next_order(call)
-    assert first is not None and first.status == S.ORDER_STATUS_RESERVED
+    assert first is not None
+    assert first.status == S.ORDER_STATUS_RESERVED
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         await call.read()  # nothing more comes: the order does not move
     took = time.monotonic() - started
@@ -158,7 +159,8 @@ async def test_an_unknown_order_is_not_found_and_a_bad_id_is_invalid(shop: Shop)
         await call.read()
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     info, _ = rich_status(missing.value)
-    assert info is not None and info.reason == "ORDER_NOT_FOUND"
+    assert info is not None
+    assert info.reason == "ORDER_NOT_FOUND"
     trailers = dict(missing.value.trailing_metadata() or ())
     assert trailers.get("x-request-id"), trailers  # the stream gets its request id too
 
@@ -167,7 +169,8 @@ async def test_an_unknown_order_is_not_found_and_a_bad_id_is_invalid(shop: Shop)
         await call.read()
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     _, bad = rich_status(invalid.value)
-    assert bad is not None and [v.field for v in bad.field_violations] == ["order_id"]
+    assert bad is not None
+    assert [v.field for v in bad.field_violations] == ["order_id"]
 
 
 async def test_a_change_applied_by_another_replica_is_seen(
@@ -177,7 +180,7 @@ async def test_a_change_applied_by_another_replica_is_seen(
     await shop.top_up(customer, 10_000)
     reserved = await shop.reserved_order(customer, 2_500)
     call = replica_orders.WatchOrder(watch_request(reserved.order_id), timeout=30)
-    (first,) = await statuses_until(call, S.ORDER_STATUS_RESERVED)
+    await statuses_until(call, S.ORDER_STATUS_RESERVED)
     # the first Order process applies the cancel; the stream is served by the second
     await shop.order.CancelOrder(
         order_service_pb2.CancelOrderRequest(order_id=reserved.order_id, reason="changed mind")
@@ -204,22 +207,26 @@ async def test_streams_beyond_the_cap_are_resource_exhausted(
             await refused.read()
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         info, _ = rich_status(error.value)
-        assert info is not None and info.reason == "WATCH_LIMIT_REACHED"
+        assert info is not None
+        assert info.reason == "WATCH_LIMIT_REACHED"
         assert info.metadata["max_streams"] == str(REPLICA_MAX_STREAMS)
     finally:
         for call in calls:
             call.cancel()
     # a closed stream frees its place
+    codes = []
     for _ in range(50):
         again = replica_orders.WatchOrder(request, timeout=30)
         try:
             await statuses_until(again, S.ORDER_STATUS_RESERVED)
-            again.cancel()
-            return
         except grpc.aio.AioRpcError as still:
-            assert still.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            codes.append(still.code())  # the server may not have seen the cancels yet
             await asyncio.sleep(0.1)
-    raise AssertionError("closed streams never freed their places")
+            continue
+        again.cancel()
+        assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+        return
+    raise AssertionError(f"closed streams never freed their places: {codes}")
 
 
 async def test_a_stream_ends_ok_after_the_servers_longest_watch(
