@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TypeAlias
 
+import asyncpg
 import grpc
 import pytest
 
@@ -242,3 +243,30 @@ async def test_a_stream_ends_ok_after_the_servers_longest_watch(
     assert seen == [S.ORDER_STATUS_RESERVED]
     assert await call.code() == grpc.StatusCode.OK
     assert REPLICA_MAX_SECONDS - 0.5 <= took < REPLICA_MAX_SECONDS + 5, took
+
+
+async def test_a_change_made_while_the_listener_was_down_is_still_seen(
+    mesh: LocalMesh, shop: Shop, replica_orders: order_service_pb2_grpc.OrderServiceAsyncStub
+) -> None:
+    customer = shop.new_customer()
+    await shop.top_up(customer, 10_000)
+    reserved = await shop.reserved_order(customer, 2_500)
+    call = replica_orders.WatchOrder(watch_request(reserved.order_id), timeout=30)
+    await statuses_until(call, S.ORDER_STATUS_RESERVED)
+    assert mesh.database_url is not None
+    db = await asyncpg.connect(mesh.database_url)
+    try:
+        # every Order process's listening connection goes (they come back a second later)
+        killed = await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'shop-orders'"
+            " AND (query LIKE 'LISTEN %' OR query = 'SELECT 1')"
+        )
+    finally:
+        await db.close()
+    assert killed >= 2, killed  # the mesh's Order and the replica
+    # applied while nobody listens: its notification is lost, the reconnect reads it
+    await shop.order.CancelOrder(order_service_pb2.CancelOrderRequest(order_id=reserved.order_id))
+    rest = await the_rest(call)
+    assert [o.status for o in rest] == [S.ORDER_STATUS_CANCELLED]
+    assert await call.code() == grpc.StatusCode.OK
