@@ -15,11 +15,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import grpc
 import nats
@@ -74,7 +74,9 @@ class BenchConfig:
     nats_url: str | None = None  # None: embedded NATS on a free port
     data_dir: Path | None = None  # None: a temporary folder, removed afterwards
     poll_interval: float = 0.005  # first GetOrder poll while waiting for a saga step
-    wait: str = "hint"  # hint: read the order once its event went by; poll: poll only
+    # watch: WatchOrder streams the order's changes (no reads); hint: read the order once its
+    # event went by on NATS; poll: poll GetOrder only
+    wait: str = "watch"
     service_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
     # BENCH_TRACING=1: the services export every span to a local OTLP receiver (bench/otlp.py)
@@ -89,7 +91,7 @@ class BenchConfig:
             users=int(env.get("BENCH_USERS") or 16),
             database_url=env.get("DATABASE_URL") or None,
             nats_url=env.get("NATS_URL") or None,
-            wait=env.get("BENCH_WAIT") or "hint",
+            wait=env.get("BENCH_WAIT") or "watch",
             tracing=(env.get("BENCH_TRACING") or "0") not in ("0", "", "false"),
         )
 
@@ -149,8 +151,11 @@ class Hints:
 class Client:
     """The three public APIs over one channel each, as a real caller would hold them."""
 
-    def __init__(self, mesh: LocalMesh, poll_interval: float, hints: Hints) -> None:
+    def __init__(
+        self, mesh: LocalMesh, poll_interval: float, hints: Hints, watch: bool = True
+    ) -> None:
         self.hints = hints
+        self.watch = watch
         self.channels = {
             name: grpc.aio.insecure_channel(service.target)
             for name, service in mesh.services.items()
@@ -208,6 +213,21 @@ class Client:
             await asyncio.sleep(interval)
             interval = min(interval * 1.5, 0.025)
 
+    @contextlib.asynccontextmanager
+    async def watching(self, order_id: str) -> AsyncIterator[Waiter]:
+        """How a saga user waits for its order's next status: one WatchOrder stream for the
+        whole saga (BENCH_WAIT=watch, no GetOrder), or reads (hint, poll)."""
+        if not self.watch:
+            yield Reader(self, order_id)
+            return
+        call = self.order.WatchOrder(
+            order_service_pb2.WatchOrderRequest(order_id=order_id), timeout=SAGA_TIMEOUT
+        )
+        try:
+            yield Watcher(call)
+        finally:
+            call.cancel()  # PAID can still change (a refund): the stream would stay open
+
     def payment_request(self, order: order_pb2.Order) -> payment_service_pb2.ProcessPaymentRequest:
         return payment_service_pb2.ProcessPaymentRequest(
             order_id=order.order_id,
@@ -222,6 +242,40 @@ class Client:
         response = await self.payment.ProcessPayment(self.payment_request(order), timeout=10)
         if not response.success:
             raise RuntimeError(f"payment declined: {response.error_message}")
+
+
+class Waiter(Protocol):
+    async def until(self, status: int) -> order_pb2.Order: ...
+
+
+class Reader:
+    """Waits by reading the order (hint, poll)."""
+
+    def __init__(self, client: Client, order_id: str) -> None:
+        self.client = client
+        self.order_id = order_id
+
+    async def until(self, status: int) -> order_pb2.Order:
+        return await self.client.wait_status(self.order_id, status)
+
+
+class Watcher:
+    """Waits on one WatchOrder stream: the order now, then after each change of status."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    async def until(self, status: int) -> order_pb2.Order:
+        while True:
+            response = await self.call.read()
+            if response is grpc.aio.EOF:
+                raise RuntimeError("the WatchOrder stream ended before the order moved on")
+            order: order_pb2.Order = response.order
+            if order.status == status:
+                return order
+            if order.status in FAILED_STATES:
+                name = order_pb2.OrderStatus.Name(order.status)
+                raise RuntimeError(f"order {order.order_id} ended {name}: {order.failure_reason}")
 
 
 @contextlib.contextmanager
@@ -397,7 +451,7 @@ class Bench:
         if config.wait == "hint":
             assert mesh.nats_url is not None
             await hints.start(mesh.nats_url)
-        client = Client(mesh, config.poll_interval, hints)
+        client = Client(mesh, config.poll_interval, hints, watch=config.wait == "watch")
         sampler = asyncio.create_task(monitor.run())
         assert mesh.database_url is not None
         try:
@@ -468,9 +522,10 @@ class Bench:
 
             async def saga(user: int) -> None:
                 order = await client.create_order(customers[user % len(savers)])
-                order = await client.wait_status(order.order_id, order_pb2.ORDER_STATUS_RESERVED)
-                await client.pay(order)
-                await client.wait_status(order.order_id, order_pb2.ORDER_STATUS_PAID)
+                async with client.watching(order.order_id) as waiter:
+                    order = await waiter.until(order_pb2.ORDER_STATUS_RESERVED)
+                    await client.pay(order)
+                    await waiter.until(order_pb2.ORDER_STATUS_PAID)
 
             self.progress.say(f"phase 3/5: sagas at full speed, {config.users} virtual users")
             before, reads = monitor.cpu(), client.order_reads
@@ -542,10 +597,8 @@ class Bench:
         gate = asyncio.Semaphore(self.config.concurrency)
 
         async def one(order: order_pb2.Order) -> None:
-            async with gate:
-                reserved.append(
-                    await client.wait_status(order.order_id, order_pb2.ORDER_STATUS_RESERVED)
-                )
+            async with gate, client.watching(order.order_id) as waiter:
+                reserved.append(await waiter.until(order_pb2.ORDER_STATUS_RESERVED))
 
         outcomes = await asyncio.gather(*(one(o) for o in prepared), return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
@@ -568,7 +621,8 @@ class Bench:
 
     def _record_reads(self, name: str, reads: int) -> None:
         # The client's waiting is billed to the mesh (Order answers every read), so how
-        # many reads a saga took is part of its cost: at least two (RESERVED, then PAID).
+        # many reads a saga took is part of its cost: none when it watches (WatchOrder), at
+        # least two when it reads (RESERVED, then PAID).
         count = self.results[name]["count"]
         self.results[name]["get_order_reads_per_saga"] = round(reads / count, 2) if count else None
 

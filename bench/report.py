@@ -62,7 +62,10 @@ def table(results: dict[str, Any]) -> str:
         if key in results
     ]
     if reads:
-        lines.append("GetOrder reads per saga while waiting (2 at best): " + ", ".join(reads))
+        lines.append(
+            "GetOrder reads per saga while waiting (0 when watching, 2 at best when reading): "
+            + ", ".join(reads)
+        )
     lines.append(
         f"payment_vs_echo {_num(results.get('payment_vs_echo'), 3)}"
         f"   saga_vs_echo {_num(results.get('saga_vs_echo'), 4)}"

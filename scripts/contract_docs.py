@@ -52,9 +52,10 @@ def render(contract: Contract) -> str:
             " or ".join(r.field for r in rules if r.one_of_required == group) for group in groups
         ]
         uuids = [r.field for r in rules if r.uuid]
+        stream = "stream " if method.server_streaming else ""
         lines.append(
             f"| `{method.service}` | `{method.name}` | `{short(method.input_type)}` → "
-            f"`{short(method.output_type)}` | {', '.join(required) or '—'} | "
+            f"`{stream}{short(method.output_type)}` | {', '.join(required) or '—'} | "
             f"{', '.join(uuids) or '—'} | {method.comment} |"
         )
     lines += [

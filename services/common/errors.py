@@ -64,6 +64,10 @@ class FailedPrecondition(DomainError):
     """The request is well-formed but the state of things refuses it."""
 
 
+class ResourceExhausted(DomainError):
+    """A bounded resource (e.g. open streams of one process) is used up: retry later."""
+
+
 class Unavailable(DomainError):
     """A dependency (database, another service) is down: the caller may retry."""
 

@@ -9,10 +9,12 @@ request against its `buf.validate` rules (services/common/request_rules.py).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -33,6 +35,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unavailable,
 )
 from services.common.logs import request_id_var
@@ -52,6 +55,7 @@ GRPC_CODES: dict[type[DomainError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
@@ -122,7 +126,8 @@ def internal_status() -> status_pb2.Status:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Request id, access log and error mapping for every unary-unary call."""
+    """Request id, access log and error mapping for every unary-unary call and server
+    stream."""
 
     async def intercept_service(
         self,
@@ -132,6 +137,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
+        if handler is not None and handler.unary_stream is not None:
+            return _wrap_unary_stream(handler, handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # health Watch, reflection streams: nothing of ours to wrap
         method: str = handler_call_details.method
@@ -188,6 +195,71 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+StreamHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+
+def _wrap_unary_stream(
+    handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A server stream (WatchOrder) gets what a unary call gets: the request id (in the
+    trailers), one log line when it ends, and domain errors as `google.rpc.Status`. The
+    health service's Watch stays as it is."""
+    method: str = details.method
+    if method.startswith("/grpc."):
+        return handler
+    metadata = dict(details.invocation_metadata or ())
+    inner: StreamHandler = handler.unary_stream  # type: ignore[assignment]
+
+    async def wrapper(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4())
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            context.set_trailing_metadata(request_id_metadata())
+            async for response in inner(request, context):
+                yield response
+        except DomainError as error:
+            code = grpc_code(error)
+            await abort_with_status(context, to_rpc_status(error))
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:  # the client cancelled, or its deadline passed
+            remaining = context.time_remaining()  # a hair above 0 when the deadline cut it
+            expired = remaining is not None and remaining < 0.1
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise
+        except NotImplementedError:
+            code = grpc.StatusCode.UNIMPLEMENTED
+            await context.abort(code, f"{method} is not implemented", request_id_metadata())
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("unhandled error in %s", method)
+            await abort_with_status(context, internal_status())
+        finally:
+            log.info(
+                "rpc %s %s",
+                method,
+                code.name,
+                extra={
+                    "rpc": method,
+                    "code": code.name,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            with contextlib.suppress(ValueError):  # closed from another context
+                request_id_var.reset(token)
+
+    return grpc.unary_stream_rpc_method_handler(
+        wrapper,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 @dataclass

@@ -10,7 +10,7 @@ rules (one currency per order, a total that fits) stay in the domain.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -105,22 +105,39 @@ class RequestRulesInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streams (health Watch, reflection) carry no rules of ours
+        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
+            return handler  # client streams (reflection) carry no rules of ours
         method: str = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        inner: Handler = handler.unary_unary  # type: ignore[assignment]
+        wrapped: grpc.RpcMethodHandler[Any, Any]
+        if handler.unary_unary is not None:
+            inner: Handler = handler.unary_unary  # type: ignore[assignment]
 
-        async def validated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            check(request)
-            return await inner(request, context)
+            async def validated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                check(request)
+                return await inner(request, context)
 
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            validated,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                validated,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        else:  # a server stream (WatchOrder): checked before its first message
+            inner_stream: Any = handler.unary_stream
+
+            async def validated_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                check(request)
+                async for response in inner_stream(request, context):
+                    yield response
+
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                validated_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         self._wrapped[method] = (handler, wrapped)
         return wrapped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.common.migrator import load_migrations
 from services.common.runtime import Runtime, ServiceSpec, Wiring, main
+from services.order.adapters.status_feed import StatusFeed
 from services.order.adapters.unit_of_work import SqlOrderUnitOfWork
 from services.order.config import OrderSettings
 from services.order.entrypoints.events import consumers
@@ -17,7 +18,8 @@ SERVICE_NAME = order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].ful
 def build_spec(settings: OrderSettings) -> ServiceSpec:
     def wire(runtime: Runtime) -> Wiring:
         unit_of_work = runtime.units_of_work(SqlOrderUnitOfWork)
-        api = OrderApi(unit_of_work, runtime.pager)
+        feed = StatusFeed(runtime.engine, settings.watch_max_streams)
+        api = OrderApi(unit_of_work, runtime.pager, feed, settings.watch_max_seconds)
         return Wiring(
             register=[
                 lambda server: order_service_pb2_grpc.add_OrderServiceServicer_to_server(
@@ -26,6 +28,7 @@ def build_spec(settings: OrderSettings) -> ServiceSpec:
             ],
             service_names=[SERVICE_NAME],
             consumers=consumers(unit_of_work, runtime.messaging),
+            background=[feed.run],
         )
 
     return ServiceSpec(SCHEMA, load_migrations("services.order.migrations", "order"), wire)

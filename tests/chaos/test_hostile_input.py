@@ -78,8 +78,20 @@ def methods() -> list[tuple[str, MethodDescriptor]]:
 
 def call(channel: grpc.Channel, method: MethodDescriptor, request: Message) -> Any:
     output = GetMessageClass(method.output_type)
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    if method.server_streaming:  # WatchOrder: its first message is the answer
+        stream: Any = channel.unary_stream(
+            path,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=output.FromString,
+        )
+        responses = stream(request, timeout=15)
+        try:
+            return next(responses)
+        finally:
+            responses.cancel()
     stub: Any = channel.unary_unary(
-        f"/{method.containing_service.full_name}/{method.name}",
+        path,
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=output.FromString,
     )

@@ -81,6 +81,7 @@ class Method:
     input_type: str
     output_type: str
     comment: str
+    server_streaming: bool = False
 
     @property
     def path(self) -> str:
@@ -153,6 +154,7 @@ class Contract:
                             input_type=method.input_type.lstrip("."),
                             output_type=method.output_type.lstrip("."),
                             comment=_comment(file, path),
+                            server_streaming=method.server_streaming,
                         )
                     )
         return found

@@ -66,7 +66,11 @@ def test_grpcurl_lists_and_describes_every_service_and_method(mesh: LocalMesh) -
         described = grpcurl(target, "describe", service)
         assert described.returncode == 0, described.stderr
         for method in (m for m in CONTRACT.methods if m.service == service):
-            line = f"rpc {method.name} ( .{method.input_type} ) returns ( .{method.output_type} );"
+            stream = "stream " if method.server_streaming else ""
+            line = (
+                f"rpc {method.name} ( .{method.input_type} ) "
+                f"returns ( {stream}.{method.output_type} );"
+            )
             assert line in described.stdout, (line, described.stdout)
             message = grpcurl(target, "describe", method.input_type)
             assert message.returncode == 0, message.stderr
@@ -187,3 +191,47 @@ def test_grpcurl_sees_the_error_codes_and_details(mesh: LocalMesh) -> None:
         "NotFound",
     )
     assert "ORDER_NOT_FOUND" in stderr
+
+
+def json_stream(text: str) -> list[dict[str, Any]]:
+    """The JSON documents grpcurl prints one after another for a server stream."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        document, at = decoder.raw_decode(text, at)
+        found.append(document)
+    return found
+
+
+def test_grpcurl_watches_an_order_until_it_can_change_no_more(mesh: LocalMesh) -> None:
+    t = targets(mesh)
+    usd = {"currency_code": "USD", "minor_units": 2500}
+    order = ok(
+        t["order"],
+        "shop.order.v1.OrderService/CreateOrder",
+        {
+            "customer_id": str(uuid.uuid4()),  # no account: Credit rejects the order
+            "items": [{"sku": "SKU-GRPCURL", "quantity": 1, "unit_price": usd}],
+            "request_id": str(uuid.uuid4()),
+        },
+    )["order"]
+    watched = grpcurl(
+        "-max-time",
+        "20",
+        t["order"],
+        "shop.order.v1.OrderService/WatchOrder",
+        data={"order_id": order["order_id"]},
+    )
+    assert watched.returncode == 0, watched.stderr  # REJECTED is final: the stream ends OK
+    statuses = [answer["order"]["status"] for answer in json_stream(watched.stdout)]
+    assert statuses in (
+        ["ORDER_STATUS_PENDING", "ORDER_STATUS_REJECTED"],
+        ["ORDER_STATUS_REJECTED"],
+    ), statuses
+    refused(
+        t["order"],
+        "shop.order.v1.OrderService/WatchOrder",
+        {"order_id": str(uuid.uuid4())},
+        NOT_FOUND,
+        "NotFound",
+    )

@@ -1,7 +1,8 @@
 """Other gRPC implementations, as outside clients in Node.js (tests/node_client, pinned by its
 package-lock.json), run top-up -> order -> wait RESERVED -> pay -> get against the live mesh:
 
-- client.js (@grpc/grpc-js, @grpc/proto-loader) loads proto/ directly, no generated code;
+- client.js (@grpc/grpc-js, @grpc/proto-loader) loads proto/ directly, no generated code, and
+  waits with WatchOrder (a server stream) instead of polling;
 - typed_client.ts is compiled with tsc against the TypeScript that the repository's
   buf.gen.yaml generates (`buf generate`, protoc-gen-es from npm: the Connect-ES stack), and
   calls over gRPC with @connectrpc/connect-node. A misspelled field fails the compilation.
@@ -72,6 +73,10 @@ def test_the_node_client_runs_the_saga(node_client: Path, mesh: LocalMesh) -> No
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["order_status"] == "ORDER_STATUS_PAID"
+    assert summary["watched"] in (
+        ["ORDER_STATUS_PENDING", "ORDER_STATUS_RESERVED", "ORDER_STATUS_PAID"],
+        ["ORDER_STATUS_RESERVED", "ORDER_STATUS_PAID"],
+    ), summary["watched"]
     assert summary["payment_status"] == "PAYMENT_STATUS_SUCCEEDED"
     assert summary["available"] == str(10000 - 4321)
     assert summary["spent"] == "4321"

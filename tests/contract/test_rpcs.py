@@ -33,7 +33,15 @@ UUID_FIELDS = [
 
 
 def call(channel: grpc.Channel, method: Method, request: bytes) -> bytes:
-    """One unary call with a raw request; the response comes back undecoded."""
+    """One call with a raw request; the response comes back undecoded. A server stream
+    (WatchOrder) is called as one, and its first message is the answer."""
+    if method.server_streaming:
+        stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(method.path)
+        responses = stream(request, timeout=TIMEOUT, wait_for_ready=True)
+        try:
+            return next(responses)
+        finally:
+            responses.cancel()
     stub: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method.path)
     response = stub(request, timeout=TIMEOUT, wait_for_ready=True)
     return response
@@ -73,6 +81,11 @@ def test_reflection_lists_the_method_and_resolves_its_types(method: Method, serv
         f"{method.path} is declared in proto/ but the server's reflection does not list it "
         f"(it lists {sorted(listed)})"
     )
+    served_method = pool.FindServiceByName(method.service).methods_by_name[method.name]
+    assert (served_method.server_streaming, served_method.client_streaming) == (
+        method.server_streaming,
+        False,
+    ), f"{method.path}: the server streams otherwise than proto/ declares"
     for name in CONTRACT.message_names(method.input_type) | CONTRACT.message_names(
         method.output_type
     ):
@@ -144,9 +157,11 @@ def test_a_uuid_field_refuses_a_malformed_value(
 
 
 def test_every_request_message_and_uuid_field_is_covered() -> None:
-    """The parametrization above is not empty by accident."""
+    """The parametrization above is not empty by accident, and covers the server stream."""
     assert CONTRACT.methods
     assert {m.input_type for m, _ in UUID_FIELDS}
+    streams = {m.id for m in CONTRACT.methods if m.server_streaming}
+    assert "OrderService/WatchOrder" in streams, streams
 
 
 def test_every_id_field_of_a_request_declares_its_uuid_rule() -> None:

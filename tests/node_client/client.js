@@ -1,8 +1,9 @@
 // An outside client of the shop mesh in a second gRPC implementation (@grpc/grpc-js), loading
 // the .proto files directly (@grpc/proto-loader): no generated code from this repository.
 //
-// Runs top-up -> order -> wait RESERVED -> pay -> get against a live mesh, checks every
-// answer, and prints a JSON summary on stdout. Exits 1 on the first broken expectation.
+// Runs top-up -> order -> watch it (WatchOrder, a server stream) until RESERVED -> pay ->
+// watch until PAID -> get against a live mesh, checks every answer, and prints a JSON
+// summary on stdout. Exits 1 on the first broken expectation.
 //
 //   PROTO_DIR=proto ORDER_TARGET=localhost:50051 CREDIT_TARGET=localhost:50052 \
 //     PAYMENT_TARGET=localhost:50053 node tests/node_client/client.js
@@ -64,6 +65,59 @@ async function until(probe, done, what) {
   }
 }
 
+// WatchOrder as promises: `until(status)` resolves with the first order in that status the
+// stream has sent; `seen` is every order it sent.
+function watch(client, orderId) {
+  const call = client.WatchOrder(
+    { order_id: orderId },
+    { deadline: new Date(Date.now() + WAIT_MS) },
+  );
+  const seen = [];
+  let waiting = [];
+  let ended = null;
+  const wake = () => {
+    const woken = waiting;
+    waiting = [];
+    for (const resolve of woken) resolve();
+  };
+  call.on("data", (response) => {
+    seen.push(response.order);
+    wake();
+  });
+  call.on("error", (error) => {
+    ended = error;
+    wake();
+  });
+  call.on("end", () => {
+    ended = ended || new Error("stream ended");
+    wake();
+  });
+  return {
+    seen,
+    async until(status) {
+      for (;;) {
+        const found = seen.find((o) => o.status === status);
+        if (found) return found;
+        if (ended) throw new Error(`stream over before ${status}: ${ended.message || ended}`);
+        await new Promise((resolve) => waiting.push(resolve));
+      }
+    },
+    cancel: () => call.cancel(),
+  };
+}
+
+function watchRefusal(client, orderId) {
+  return new Promise((resolve, reject) => {
+    const call = client.WatchOrder(
+      { order_id: orderId },
+      { deadline: new Date(Date.now() + DEADLINE_MS) },
+    );
+    call.on("data", (response) => reject(new Error(`answered ${JSON.stringify(response)}`)));
+    call.on("error", resolve);
+    call.on("end", () => reject(new Error("stream ended OK")));
+  });
+}
+
 async function main() {
   const shop = load();
   const credentials = grpc.credentials.createInsecure();
@@ -99,11 +153,9 @@ async function main() {
   assert.deepEqual(created.order.total, price);
   const orderId = created.order.order_id;
 
-  const reserved = await until(
-    async () => (await api.getOrder({ order_id: orderId })).order,
-    (o) => o.status === "ORDER_STATUS_RESERVED",
-    "order RESERVED",
-  );
+  // Watched, not polled: no GetOrder while the saga moves.
+  const watched = watch(order, orderId);
+  const reserved = await watched.until("ORDER_STATUS_RESERVED");
   const hold = (await api.reservation({ reservation_id: reserved.reservation_id })).reservation;
   assert.equal(hold.state, "RESERVATION_STATE_ACTIVE");
   assert.deepEqual(hold.amount, price);
@@ -121,11 +173,9 @@ async function main() {
   assert.equal(paid.payment.payment_method, "PAYMENT_METHOD_APPLE_PAY");
   assert.match(paid.payment.transaction_id, /^txn_[0-9a-f]{16}$/);
 
-  const final = await until(
-    async () => (await api.getOrder({ order_id: orderId })).order,
-    (o) => o.status === "ORDER_STATUS_PAID",
-    "order PAID",
-  );
+  const final = await watched.until("ORDER_STATUS_PAID");
+  watched.cancel(); // PAID may still be refunded: the stream stays open until cancelled
+  assert.deepEqual(final, (await api.getOrder({ order_id: orderId })).order);
   assert.equal(final.payment_id, paid.payment.payment_id);
   const read = (await api.getPayment({ payment_id: paid.payment.payment_id })).payment;
   assert.deepEqual(read.amount, price);
@@ -142,12 +192,15 @@ async function main() {
   assert.ok(bad.metadata.get("grpc-status-details-bin").length, "rich error details");
   const unknown = await refusal(api.getOrder, { order_id: crypto.randomUUID() });
   assert.equal(unknown.code, grpc.status.NOT_FOUND);
+  const unwatched = await watchRefusal(order, crypto.randomUUID());
+  assert.equal(unwatched.code, grpc.status.NOT_FOUND);
 
   for (const client of [order, credit, payment]) client.close();
   const summary = {
     customer_id: customer,
     order_id: orderId,
     order_status: final.status,
+    watched: watched.seen.map((o) => o.status),
     payment_id: read.payment_id,
     payment_status: read.status,
     available: account.available.minor_units,

@@ -61,6 +61,7 @@ def test_the_transport_maps_each_kind_of_domain_error_to_its_status() -> None:
         (errors.IdempotencyKeyReused(""), grpc.StatusCode.ALREADY_EXISTS),  # a subclass
         (errors.PermissionDenied("no"), grpc.StatusCode.PERMISSION_DENIED),
         (errors.FailedPrecondition("not now"), grpc.StatusCode.FAILED_PRECONDITION),
+        (errors.ResourceExhausted("full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (errors.Unavailable("down"), grpc.StatusCode.UNAVAILABLE),
         (errors.DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED),
         (errors.DomainError("?"), grpc.StatusCode.UNKNOWN),

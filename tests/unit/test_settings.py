@@ -100,3 +100,20 @@ def test_event_max_deliver_defaults_to_five_and_is_bounded() -> None:
     for bad in ("0", "-1", "many"):
         with pytest.raises(SettingsError, match="EVENT_MAX_DELIVER"):
             CreditSettings.from_env({**base, "EVENT_MAX_DELIVER": bad})
+
+
+def test_the_watch_bounds_are_read_and_checked() -> None:
+    from services.order.config import OrderSettings
+
+    base = {"DATABASE_URL": "postgresql://db/x"}
+    default = OrderSettings.from_env(base)
+    assert (default.watch_max_streams, default.watch_max_seconds) == (1000, 300.0)
+    tuned = OrderSettings.from_env({**base, "WATCH_MAX_STREAMS": "5", "WATCH_MAX_SECONDS": "2.5"})
+    assert (tuned.watch_max_streams, tuned.watch_max_seconds) == (5, 2.5)
+    for name, bad in (
+        ("WATCH_MAX_STREAMS", "0"),
+        ("WATCH_MAX_SECONDS", "0"),
+        ("WATCH_MAX_STREAMS", "x"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            OrderSettings.from_env({**base, name: bad})

@@ -3,7 +3,7 @@ field rules are in proto/ (buf.validate), checked before any method here runs.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -13,9 +13,10 @@ from services.common.paging import PageCursor, Pager
 from services.common.validation import canonical_id, money, page_size, refuse
 from services.order.adapters.proto_mapping import order_to_proto
 from services.order.adapters.repository import StoredOrder
+from services.order.adapters.status_feed import StatusFeed
 from services.order.adapters.unit_of_work import SqlOrderUnitOfWork
 from services.order.domain.model import LineItem, item_violations
-from services.order.service_layer import handlers
+from services.order.service_layer import handlers, watch
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -34,9 +35,21 @@ def _cursor(stored: StoredOrder) -> PageCursor:
 
 
 class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
-    def __init__(self, unit_of_work: Callable[[], SqlOrderUnitOfWork], pager: Pager) -> None:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], SqlOrderUnitOfWork],
+        pager: Pager,
+        feed: StatusFeed,
+        watch_max_seconds: float,
+    ) -> None:
         self.unit_of_work = unit_of_work
         self.pager = pager
+        self.feed = feed
+        self.watch_max_seconds = watch_max_seconds
+
+    async def _read_order(self, order_id: str) -> StoredOrder:
+        async with self.unit_of_work().autocommit() as uow:
+            return await handlers.get_order(uow, order_id)
 
     async def CreateOrder(
         self, request: order_service_pb2.CreateOrderRequest, context: Context
@@ -61,8 +74,7 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     async def GetOrder(
         self, request: order_service_pb2.GetOrderRequest, context: Context
     ) -> order_service_pb2.GetOrderResponse:
-        async with self.unit_of_work().autocommit() as uow:
-            stored = await handlers.get_order(uow, canonical_id(request.order_id))
+        stored = await self._read_order(canonical_id(request.order_id))
         return order_service_pb2.GetOrderResponse(order=order_to_proto(stored))
 
     async def ListOrders(
@@ -86,3 +98,14 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         async with self.unit_of_work() as uow:
             stored = await handlers.cancel_order(uow, order_id, request.reason.strip())
         return order_service_pb2.CancelOrderResponse(order=order_to_proto(stored))
+
+    async def WatchOrder(
+        self, request: order_service_pb2.WatchOrderRequest, context: Context
+    ) -> AsyncIterator[order_service_pb2.WatchOrderResponse]:
+        key = canonical_id(request.order_id)
+        with self.feed.subscribe(key) as changes:  # first: no change slips in after the read
+            first = await self._read_order(key)
+            async for stored in watch.follow(
+                first, changes, lambda: self._read_order(key), self.watch_max_seconds
+            ):
+                yield order_service_pb2.WatchOrderResponse(order=order_to_proto(stored))

@@ -26,7 +26,7 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from shop.order.v1 import order_pb2 as shop_dot_order_dot_v1_dot_order__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/v1/order_service.proto\x12\rshop.order.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x19shop/order/v1/order.proto\"\x8e\x01\n\x12\x43reateOrderRequest\x12 \n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x35\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItemB\x0c\xbaH\t\x92\x01\x03\x10\xf4\x03\xc8\x01\x01\x12\x1f\n\nrequest_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\":\n\x13\x43reateOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"0\n\x0fGetOrderRequest\x12\x1d\n\x08order_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"e\n\x11ListOrdersRequest\x12 \n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9a\x01\n\x12\x43\x61ncelOrderRequest\x12\x1d\n\x08order_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x65\n\x06reason\x18\x02 \x01(\tBU\xbaHRr\x03\x18\xe8\x07\xba\x01J\n\rstring.no_nul\x12\x1fmust not contain NUL characters\x1a\x18!this.contains(\'\\u0000\')\":\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order2\xda\x02\n\x0cOrderService\x12T\n\x0b\x43reateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\x12K\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\x12Q\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\x12T\n\x0b\x43\x61ncelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/v1/order_service.proto\x12\rshop.order.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x19shop/order/v1/order.proto\"\x8e\x01\n\x12\x43reateOrderRequest\x12 \n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x35\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItemB\x0c\xbaH\t\x92\x01\x03\x10\xf4\x03\xc8\x01\x01\x12\x1f\n\nrequest_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\":\n\x13\x43reateOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"0\n\x0fGetOrderRequest\x12\x1d\n\x08order_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"e\n\x11ListOrdersRequest\x12 \n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9a\x01\n\x12\x43\x61ncelOrderRequest\x12\x1d\n\x08order_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x65\n\x06reason\x18\x02 \x01(\tBU\xbaHRr\x03\x18\xe8\x07\xba\x01J\n\rstring.no_nul\x12\x1fmust not contain NUL characters\x1a\x18!this.contains(\'\\u0000\')\":\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"2\n\x11WatchOrderRequest\x12\x1d\n\x08order_id\x18\x01 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"9\n\x12WatchOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order2\xaf\x03\n\x0cOrderService\x12T\n\x0b\x43reateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\x12K\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\x12Q\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\x12T\n\x0b\x43\x61ncelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponse\x12S\n\nWatchOrder\x12 .shop.order.v1.WatchOrderRequest\x1a!.shop.order.v1.WatchOrderResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_CANCELORDERREQUEST'].fields_by_name['reason']._loaded_options = None
   _globals['_CANCELORDERREQUEST'].fields_by_name['reason']._serialized_options = b'\272HRr\003\030\350\007\272\001J\n\rstring.no_nul\022\037must not contain NUL characters\032\030!this.contains(\'\\u0000\')'
+  _globals['_WATCHORDERREQUEST'].fields_by_name['order_id']._loaded_options = None
+  _globals['_WATCHORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\272H\010r\003\260\001\001\310\001\001'
   _globals['_CREATEORDERREQUEST']._serialized_start=109
   _globals['_CREATEORDERREQUEST']._serialized_end=251
   _globals['_CREATEORDERRESPONSE']._serialized_start=253
@@ -65,6 +67,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELORDERREQUEST']._serialized_end=763
   _globals['_CANCELORDERRESPONSE']._serialized_start=765
   _globals['_CANCELORDERRESPONSE']._serialized_end=823
-  _globals['_ORDERSERVICE']._serialized_start=826
-  _globals['_ORDERSERVICE']._serialized_end=1172
+  _globals['_WATCHORDERREQUEST']._serialized_start=825
+  _globals['_WATCHORDERREQUEST']._serialized_end=875
+  _globals['_WATCHORDERRESPONSE']._serialized_start=877
+  _globals['_WATCHORDERRESPONSE']._serialized_end=934
+  _globals['_ORDERSERVICE']._serialized_start=937
+  _globals['_ORDERSERVICE']._serialized_end=1368
 # @@protoc_insertion_point(module_scope)

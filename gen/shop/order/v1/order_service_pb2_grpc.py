@@ -55,6 +55,11 @@ class OrderServiceStub:
                 request_serializer=shop_dot_order_dot_v1_dot_order__service__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=shop_dot_order_dot_v1_dot_order__service__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
+        self.WatchOrder = channel.unary_stream(
+                '/shop.order.v1.OrderService/WatchOrder',
+                request_serializer=shop_dot_order_dot_v1_dot_order__service__pb2.WatchOrderRequest.SerializeToString,
+                response_deserializer=shop_dot_order_dot_v1_dot_order__service__pb2.WatchOrderResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -89,6 +94,15 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchOrder(self, request, context):
+        """Streams the order now, then again after every change of its status, whichever replica
+        applied it; ends when the order can change no more (REJECTED, PAYMENT_FAILED,
+        CANCELLED, REFUNDED), at the call's deadline, or after the server's longest watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +125,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.CancelOrder,
                     request_deserializer=shop_dot_order_dot_v1_dot_order__service__pb2.CancelOrderRequest.FromString,
                     response_serializer=shop_dot_order_dot_v1_dot_order__service__pb2.CancelOrderResponse.SerializeToString,
+            ),
+            'WatchOrder': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrder,
+                    request_deserializer=shop_dot_order_dot_v1_dot_order__service__pb2.WatchOrderRequest.FromString,
+                    response_serializer=shop_dot_order_dot_v1_dot_order__service__pb2.WatchOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +241,33 @@ class OrderService:
             '/shop.order.v1.OrderService/CancelOrder',
             shop_dot_order_dot_v1_dot_order__service__pb2.CancelOrderRequest.SerializeToString,
             shop_dot_order_dot_v1_dot_order__service__pb2.CancelOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shop.order.v1.OrderService/WatchOrder',
+            shop_dot_order_dot_v1_dot_order__service__pb2.WatchOrderRequest.SerializeToString,
+            shop_dot_order_dot_v1_dot_order__service__pb2.WatchOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,11 @@ class OrderServiceStub:
     """Lists a customer's orders, newest first (AIP-158 paging)."""
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]
     """Cancels a PENDING or RESERVED order; cancelling a cancelled order returns it."""
+    WatchOrder: _grpc.UnaryStreamMultiCallable[_order_service_pb2.WatchOrderRequest, _order_service_pb2.WatchOrderResponse]
+    """Streams the order now, then again after every change of its status, whichever replica
+    applied it; ends when the order can change no more (REJECTED, PAYMENT_FAILED,
+    CANCELLED, REFUNDED), at the call's deadline, or after the server's longest watch.
+    """
 
 @_typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -55,6 +60,11 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """Lists a customer's orders, newest first (AIP-158 paging)."""
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels a PENDING or RESERVED order; cancelling a cancelled order returns it."""
+    WatchOrder: _aio.UnaryStreamMultiCallable[_order_service_pb2.WatchOrderRequest, _order_service_pb2.WatchOrderResponse]  # type: ignore[assignment]
+    """Streams the order now, then again after every change of its status, whichever replica
+    applied it; ends when the order can change no more (REJECTED, PAYMENT_FAILED,
+    CANCELLED, REFUNDED), at the call's deadline, or after the server's longest watch.
+    """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     """Orders and their lifecycle."""
@@ -90,5 +100,16 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.CancelOrderResponse, _abc.Awaitable[_order_service_pb2.CancelOrderResponse]]:
         """Cancels a PENDING or RESERVED order; cancelling a cancelled order returns it."""
+
+    @_abc_1.abstractmethod
+    def WatchOrder(
+        self,
+        request: _order_service_pb2.WatchOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_order_service_pb2.WatchOrderResponse], _abc.AsyncIterator[_order_service_pb2.WatchOrderResponse]]:
+        """Streams the order now, then again after every change of its status, whichever replica
+        applied it; ends when the order can change no more (REJECTED, PAYMENT_FAILED,
+        CANCELLED, REFUNDED), at the call's deadline, or after the server's longest watch.
+        """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
