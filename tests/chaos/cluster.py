@@ -18,7 +18,13 @@ import grpc
 
 from services.common.faults import ENV as FAULT_ENV
 from services.localmesh.embedded import EmbeddedNats, EmbeddedPostgres, find_free_port
-from services.localmesh.mesh import SERVICES, LocalMesh, ServiceProcess, health_status
+from services.localmesh.mesh import (
+    HTTP_PORTS,
+    SERVICES,
+    LocalMesh,
+    ServiceProcess,
+    health_status,
+)
 from tests.e2e.shop import Shop
 
 NAMES = tuple(SERVICES)
@@ -137,6 +143,7 @@ class Cluster:
         replica = ServiceProcess(name, port, self.root / "mesh" / "logs" / f"{name}-2.log")
         env = self.env(None, extra)
         env[SERVICES[name][1]] = str(port)
+        env[HTTP_PORTS[name][1]] = str(find_free_port(0)[0])  # its own /metrics port too
         replica.start(env, None)
         self.extra[name] = replica
         deadline = time.monotonic() + 90
