@@ -10,6 +10,7 @@ rules (one currency per order, a total that fits) stay in the domain.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -105,8 +106,12 @@ class RequestRulesInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
-            return handler  # client streams (reflection) carry no rules of ours
+        if handler is None or not (
+            handler.unary_unary is not None or inspect.isasyncgenfunction(handler.unary_stream)
+        ):
+            # client streams (reflection) and health's Watch (a coroutine writing to its
+            # context, not a generator) carry no rules of ours
+            return handler
         method: str = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:

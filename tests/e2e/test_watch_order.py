@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from services.localmesh.embedded import find_free_port
-from services.localmesh.mesh import SERVICES, LocalMesh, ServiceProcess
+from services.localmesh.mesh import HTTP_PORTS, SERVICES, LocalMesh, ServiceProcess
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from tests.e2e.conftest import rich_status
 from tests.e2e.shop import Shop, new_id
@@ -80,6 +80,7 @@ def replica(mesh: LocalMesh) -> Iterator[ServiceProcess]:
     process = ServiceProcess("order", port, mesh.data_dir / "logs" / "order-watch-replica.log")
     env = mesh.service_env()
     env[SERVICES["order"][1]] = str(port)
+    env[HTTP_PORTS["order"][1]] = str(find_free_port(0)[0])  # not the first Order's
     env["WATCH_MAX_STREAMS"] = str(REPLICA_MAX_STREAMS)
     env["WATCH_MAX_SECONDS"] = str(REPLICA_MAX_SECONDS)
     process.start(env, None)

@@ -112,7 +112,10 @@ async def test_prometheus_scrapes_the_mesh(mesh: LocalMesh, shop: Shop, tmp_path
             "HighErrorRatio",
             "ProcessPaymentSlow",
         }
-        assert prometheus.api("alerts")["alerts"] == []
+        # The session's mesh is shared: other tests publish poison events on purpose, so
+        # EventDeadLettered may rightly fire here; nothing else may.
+        firing = {alert["labels"]["alertname"] for alert in prometheus.api("alerts")["alerts"]}
+        assert firing <= {"EventDeadLettered"}, firing
 
         # every query of the dashboard is one Prometheus accepts (query() fails on a
         # rejected one), about families the mesh really exports
