@@ -74,6 +74,12 @@ PAYMENTS = Counter(
 ORDERS = Counter(
     "orders_total", "Orders that reached a status (PENDING when created, PAID, …).", ["status"]
 )
+RECONCILIATION = Counter(
+    "credit_reconciliation_total",
+    "What Credit could not square with a payment (LATE_CAPTURE_SHORT, REFUND_NOT_CAPTURED,"
+    " REFUND_OVER_CAPTURE): rows of credits.reconciliation, for people to look at.",
+    ["kind"],
+)
 
 OUTCOMES = ("applied", "duplicate", "retried", "dead_lettered")
 

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -118,6 +119,11 @@ class Books:
             return [(row.kind, row.amount) for row in rows]
 
 
+def reported(kind: str) -> float:
+    """credit_reconciliation_total{kind} as Prometheus would scrape it."""
+    return REGISTRY.get_sample_value("credit_reconciliation_total", {"kind": kind}) or 0.0
+
+
 @pytest.fixture
 def books(credit_engine: AsyncEngine) -> Books:
     return Books(credit_engine)
@@ -127,6 +133,9 @@ async def test_a_late_capture_short_of_credits_is_refunded_with_nothing(books: B
     """Order A's payment wins at the gateway after A was cancelled and order B has held and
     spent the released credits: nothing can be captured for A, so its compensating refund
     must give nothing back (it used to give back the credits B spent)."""
+    reported_before = {
+        kind: reported(kind) for kind in ("LATE_CAPTURE_SHORT", "REFUND_NOT_CAPTURED")
+    }
     await books.top_up(10_000)
     first = await books.order(10_000)
     await books.cancel(first)  # released: 10 000 available again
@@ -139,6 +148,8 @@ async def test_a_late_capture_short_of_credits_is_refunded_with_nothing(books: B
 
     assert await books.balance() == (0, 0, 10_000, 10_000)  # nothing created
     assert await books.noted() == [("LATE_CAPTURE_SHORT", 10_000), ("REFUND_NOT_CAPTURED", 10_000)]
+    assert reported("LATE_CAPTURE_SHORT") == reported_before["LATE_CAPTURE_SHORT"] + 1
+    assert reported("REFUND_NOT_CAPTURED") == reported_before["REFUND_NOT_CAPTURED"] + 1
 
 
 async def test_the_same_refund_under_a_new_event_id_gives_back_once(books: Books) -> None:

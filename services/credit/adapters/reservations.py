@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.common import metrics
 from services.common.money import Money
 from services.common.paging import Keyset, PageCursor
 from services.common.sql import Record, Sql, row_lock
@@ -205,7 +206,9 @@ class RefundLedger:
         detail: str,
         refund_id: str | None = None,
     ) -> None:
-        """A discrepancy for people to reconcile (table `reconciliation`)."""
+        """A discrepancy for people to reconcile (table `reconciliation`, and the counter
+        credit_reconciliation_total once the unit of work commits)."""
+        metrics.count_after_commit(metrics.RECONCILIATION, kind)
         await self.conn.execute(
             (
                 "INSERT INTO reconciliation (kind, customer_id, order_id, payment_id,"
