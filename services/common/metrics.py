@@ -8,6 +8,7 @@ themselves. Served on the HTTP port's `/metrics` (services/common/http.py).
 from __future__ import annotations
 
 import contextvars
+import importlib.metadata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,15 @@ from prometheus_client.registry import REGISTRY, Collector
 # Prometheus needs (a restart is seen as a counter reset).
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+
 # 1 ms to 10 s, about three buckets a decade.
+def _version() -> str:
+    try:
+        return importlib.metadata.version("shop-mesh")
+    except importlib.metadata.PackageNotFoundError:  # run from a tree that was not installed
+        return "unknown"
+
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Event lag (ce-time to applied) is longer: add a minute's worth past 10 s.
 LAG_BUCKETS = (*LATENCY_BUCKETS, 30.0, 60.0)
@@ -80,6 +89,11 @@ RECONCILIATION = Counter(
     " REFUND_OVER_CAPTURE): rows of credits.reconciliation, for people to look at.",
     ["kind"],
 )
+
+# The running code's version, as Prometheus's build_info convention has it (shopctl status
+# reads it): the one value of `version` is 1.
+BUILD_INFO = Gauge("shop_build_info", "The version of the running service.", ["version"])
+BUILD_INFO.labels(_version()).set(1)
 
 OUTCOMES = ("applied", "duplicate", "retried", "dead_lettered")
 

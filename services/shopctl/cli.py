@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 import sys
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
@@ -86,6 +88,8 @@ class Target:
     # is named), NATS_USER/NATS_PASSWORD/NATS_TOKEN/NATS_CREDS and NATS_TLS_*.
     grpc_tls: GrpcTls | None = None
     nats_security: NatsSecurity | None = None
+    # Each service's HTTP port (/metrics: version and outbox backlog for `status`).
+    http: dict[str, str] = field(default_factory=dict)
 
     def address(self, service: str) -> str:
         return str(getattr(self, service))
@@ -95,6 +99,26 @@ class Target:
         if credentials is None:
             return grpc.aio.insecure_channel(self.address(service))
         return grpc.aio.secure_channel(self.address(service), credentials)
+
+
+async def scrape_metrics(address: str, seconds: float) -> tuple[str | None, int | None]:
+    """(version, outbox backlog) from a service's /metrics; None for what cannot be read (the
+    HTTP port unreachable, or a family missing)."""
+
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=seconds) as reply:
+            return str(reply.read().decode())
+
+    try:
+        text = await asyncio.to_thread(fetch)
+    except (OSError, ValueError):
+        return None, None
+    version = re.search(r'^shop_build_info\{version="([^"]*)"\}', text, re.MULTILINE)
+    backlog = re.search(r"^outbox_pending_events(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.MULTILINE)
+    return (
+        version.group(1) if version else None,
+        int(float(backlog.group(1))) if backlog else None,
+    )
 
 
 def target(ctx: typer.Context) -> Target:
@@ -122,13 +146,32 @@ def options(
         bool, typer.Option("--json", help="one JSON object per line, for scripts")
     ] = False,
     timeout: Annotated[float, typer.Option(help="seconds per call")] = 5.0,
+    order_http: Annotated[
+        str, typer.Option(envvar="SHOPCTL_ORDER_HTTP", help="Order's HTTP address (/metrics)")
+    ] = "127.0.0.1:8051",
+    credit_http: Annotated[
+        str, typer.Option(envvar="SHOPCTL_CREDIT_HTTP", help="Credit's HTTP address (/metrics)")
+    ] = "127.0.0.1:8052",
+    payment_http: Annotated[
+        str, typer.Option(envvar="SHOPCTL_PAYMENT_HTTP", help="Payment's HTTP address (/metrics)")
+    ] = "127.0.0.1:8053",
 ) -> None:
     env = Env()
     grpc_tls, nats_security = GrpcTls.read(env), NatsSecurity.read(env)
     if env.problems:
         print(f"shopctl: {'; '.join(env.problems)}", file=sys.stderr)
         raise typer.Exit(2)
-    ctx.obj = Target(order, credit, payment, nats_url, as_json, timeout, grpc_tls, nats_security)
+    ctx.obj = Target(
+        order,
+        credit,
+        payment,
+        nats_url,
+        as_json,
+        timeout,
+        grpc_tls,
+        nats_security,
+        {"order": order_http, "credit": credit_http, "payment": payment_http},
+    )
 
 
 def run(work: Coroutine[Any, Any, T]) -> T:
@@ -220,11 +263,20 @@ def status(ctx: typer.Context) -> None:
                 except grpc.aio.AioRpcError as error:
                     state = f"{error.code().name}"
             healthy = healthy and state == "SERVING"
+            version, backlog = await scrape_metrics(t.http[service], t.timeout)
             emit(
                 t,
-                {"kind": "service", "service": service, "address": address, "health": state},
+                {
+                    "kind": "service",
+                    "service": service,
+                    "address": address,
+                    "health": state,
+                    "version": version,
+                    "outbox_pending": backlog,
+                },
                 f"{service:<8} {address:<22} {'[green]' if state == 'SERVING' else '[red]'}"
-                f"{state}[/]",
+                f"{state}[/]  version {version or '?'}  outbox backlog "
+                f"{'?' if backlog is None else backlog}",
             )
         nc = await connect_nats(t)
         try:

@@ -6,6 +6,7 @@ replayed and discarded; a bad flag or an unreachable service: one clear line, no
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -44,6 +45,9 @@ def flags(mesh: LocalMesh) -> list[str]:
         f"--credit={s['credit'].target}",
         f"--payment={s['payment'].target}",
         f"--nats={mesh.nats_url}",
+        f"--order-http={s['order'].http_address}",
+        f"--credit-http={s['credit'].http_address}",
+        f"--payment-http={s['payment'].http_address}",
     ]
 
 
@@ -91,8 +95,13 @@ async def test_status_reports_every_service_and_stream(mesh: LocalMesh) -> None:
     for stream in ("ORDERS", "CREDITS", "PAYMENTS", "DEADLETTER"):
         assert f"stream {stream}" in human.stdout
     records = lines(await asyncio.to_thread(shopctl, mesh, "status", json_out=True))
-    health = {r["service"]: r["health"] for r in records if r["kind"] == "service"}
+    services = [r for r in records if r["kind"] == "service"]
+    health = {r["service"]: r["health"] for r in services}
     assert health == {"order": "SERVING", "credit": "SERVING", "payment": "SERVING"}
+    # the running version and the outbox backlog, read from each service's /metrics
+    assert {r["version"] for r in services} == {importlib.metadata.version("shop-mesh")}
+    assert all(isinstance(r["outbox_pending"], int) and r["outbox_pending"] >= 0 for r in services)
+    assert "outbox backlog" in human.stdout
     assert {r["stream"] for r in records if r["kind"] == "stream"} >= {"ORDERS", "DEADLETTER"}
     assert {r["consumer"] for r in records if r["kind"] == "consumer"} >= {
         "credit-orders",
