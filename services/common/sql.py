@@ -89,6 +89,27 @@ class Sql:
             raise LookupError(f"no row from: {sql[:80]}")
         return row
 
+    async def row_by(
+        self, table: str, columns: str, key: str, value: object, *, for_update: bool = False
+    ) -> Record | None:
+        """The row of `table` whose `key` column equals `value`, or None: the one shape of a
+        repository's lookup by id.
+
+        Args:
+            table: the table (of the service's schema).
+            columns: the columns to read, as the SELECT lists them.
+            key: the column to match (a primary or unique key).
+            value: the key's value.
+            for_update: row-lock it until the transaction ends (the caller will change it).
+
+        Returns:
+            The row, or None when there is none.
+        """
+        return await self.fetchrow(
+            f"SELECT {columns} FROM {table} WHERE {key} = :value{row_lock(for_update)}",
+            {"value": value},
+        )
+
     async def fetchval(self, sql: str, params: Params | None = None) -> Any:
         query, args = self._bind(sql, params)
         return await self.driver.fetchval(query, *args)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.common.sql import Record, Sql, row_lock
+from services.common.sql import Record, Sql
 from services.credit.domain.model import CreditAccount
 
 _COLUMNS = "customer_id, currency, available, reserved, spent, topped_up, updated_at"
@@ -38,10 +38,8 @@ class AccountRepository:
         self.conn = conn
 
     async def get(self, customer_id: str, *, for_update: bool = False) -> StoredAccount | None:
-        lock = row_lock(for_update)
-        row = await self.conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM accounts WHERE customer_id = :id{lock}",
-            {"id": customer_id},
+        row = await self.conn.row_by(
+            "accounts", _COLUMNS, "customer_id", customer_id, for_update=for_update
         )
         return _from_row(row) if row is not None else None
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from services.common import metrics
 from services.common.money import Money
 from services.common.paging import Keyset, PageCursor
-from services.common.sql import Record, Sql, row_lock
+from services.common.sql import Record, Sql
 from services.credit.domain.reservation import Reservation, ReservationState
 
 _COLUMNS = (
@@ -53,17 +53,12 @@ class ReservationRepository:
         self.conn = conn
 
     async def get(self, reservation_id: str) -> StoredReservation | None:
-        row = await self.conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM reservations WHERE reservation_id = :id",
-            {"id": reservation_id},
-        )
+        row = await self.conn.row_by("reservations", _COLUMNS, "reservation_id", reservation_id)
         return _from_row(row) if row is not None else None
 
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
-        lock = row_lock(for_update)
-        row = await self.conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM reservations WHERE order_id = :id{lock}",
-            {"id": order_id},
+        row = await self.conn.row_by(
+            "reservations", _COLUMNS, "order_id", order_id, for_update=for_update
         )
         return _from_row(row).reservation if row is not None else None
 

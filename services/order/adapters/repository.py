@@ -11,7 +11,7 @@ from typing import Any
 from services.common import metrics
 from services.common.money import Money
 from services.common.paging import Fetched, Keyset, PageCursor
-from services.common.sql import Record, Sql, row_lock
+from services.common.sql import Record, Sql
 from services.order.domain.model import LineItem, Order, OrderStatus
 
 # Items loaded at most for one page of ListOrders (about 1.5 MB at the longest SKUs): at
@@ -101,10 +101,8 @@ class OrderRepository:
         return _from_row(row)
 
     async def get(self, order_id: str, *, for_update: bool = False) -> StoredOrder | None:
-        lock = row_lock(for_update)
-        row = await self.conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM orders WHERE order_id = :id{lock}",
-            {"id": order_id},
+        row = await self.conn.row_by(
+            "orders", _COLUMNS, "order_id", order_id, for_update=for_update
         )
         return _from_row(row) if row is not None else None
 

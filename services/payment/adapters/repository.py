@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from services.common.money import Money
 from services.common.paging import Keyset, PageCursor
-from services.common.sql import Record, Sql, row_lock
+from services.common.sql import Record, Sql
 from services.payment.domain.model import (
     Payment,
     PaymentMethod,
@@ -72,6 +72,21 @@ def _refund(row: Record) -> Refund:
     )
 
 
+async def _stale_pending(
+    conn: Sql, table: str, columns: str, older_than_seconds: float, limit: int
+) -> list[Record]:
+    """PENDING rows older than the given age, oldest first: what a crash may have left for
+    recovery to settle (payments and refunds alike)."""
+    return await conn.fetch(
+        (
+            f"SELECT {columns} FROM {table} WHERE status = 'PENDING'"
+            " AND created_at < now() - make_interval(secs => :age)"
+            " ORDER BY created_at LIMIT :limit"
+        ),
+        {"age": older_than_seconds, "limit": limit},
+    )
+
+
 class PaymentRepository:
     def __init__(self, conn: Sql) -> None:
         self.conn = conn
@@ -100,18 +115,14 @@ class PaymentRepository:
         return _payment(row) if row is not None else None
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
-        lock = row_lock(for_update)
-        row = await self.conn.fetchrow(
-            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = :id{lock}",
-            {"id": payment_id},
+        row = await self.conn.row_by(
+            "payments", _PAYMENT_COLUMNS, "payment_id", payment_id, for_update=for_update
         )
         return _payment(row) if row is not None else None
 
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
-        lock = row_lock(for_update)
-        row = await self.conn.fetchrow(
-            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = :id{lock}",
-            {"id": order_id},
+        row = await self.conn.row_by(
+            "payments", _PAYMENT_COLUMNS, "order_id", order_id, for_update=for_update
         )
         return _payment(row) if row is not None else None
 
@@ -176,13 +187,8 @@ class PaymentRepository:
         return [_payment(row) for row in rows]
 
     async def stale_pending(self, older_than_seconds: float, limit: int) -> list[Payment]:
-        rows = await self.conn.fetch(
-            (
-                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'PENDING'"
-                " AND created_at < now() - make_interval(secs => :age)"
-                " ORDER BY created_at LIMIT :limit"
-            ),
-            {"age": older_than_seconds, "limit": limit},
+        rows = await _stale_pending(
+            self.conn, "payments", _PAYMENT_COLUMNS, older_than_seconds, limit
         )
         return [_payment(row) for row in rows]
 
@@ -212,19 +218,13 @@ class RefundRepository:
         return _refund(row)
 
     async def by_request_id(self, request_id: str) -> tuple[Refund, bytes] | None:
-        row = await self.conn.fetchrow(
-            f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE request_id = :id",
-            {"id": request_id},
-        )
+        row = await self.conn.row_by("refunds", _REFUND_COLUMNS, "request_id", request_id)
         if row is None:
             return None
         return _refund(row), bytes(row["request_fingerprint"])
 
     async def get(self, refund_id: str) -> Refund | None:
-        row = await self.conn.fetchrow(
-            f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE refund_id = :id",
-            {"id": refund_id},
-        )
+        row = await self.conn.row_by("refunds", _REFUND_COLUMNS, "refund_id", refund_id)
         return _refund(row) if row is not None else None
 
     async def pending_total(self, payment_id: str) -> int:
@@ -259,13 +259,8 @@ class RefundRepository:
         return _refund(row) if row is not None else None
 
     async def stale_pending(self, older_than_seconds: float, limit: int) -> list[Refund]:
-        rows = await self.conn.fetch(
-            (
-                f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE status = 'PENDING'"
-                " AND created_at < now() - make_interval(secs => :age)"
-                " ORDER BY created_at LIMIT :limit"
-            ),
-            {"age": older_than_seconds, "limit": limit},
+        rows = await _stale_pending(
+            self.conn, "refunds", _REFUND_COLUMNS, older_than_seconds, limit
         )
         return [_refund(row) for row in rows]
 
