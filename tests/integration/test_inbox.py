@@ -10,6 +10,7 @@ from typing import Any
 
 import nats
 import pytest
+from google.protobuf.message import Message
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,17 +35,18 @@ async def counter(engine: AsyncEngine, name: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_consumer(
-    engine: AsyncEngine, infra: Infra, handler: EventHandler
+async def consuming(
+    engine: AsyncEngine, infra: Infra, stream: str, handlers: dict[type[Message], EventHandler]
 ) -> AsyncIterator[None]:
-    """A fresh durable consumer of OrderCancelled on the ORDERS stream, running `handler`."""
+    """A fresh durable consumer on `stream` running `handlers`, for the block's duration
+    (a fresh consumer starts at the stream's beginning: earlier tests' events come too)."""
     messaging = Messaging(infra.nats_url, "inbox-test")
     connect = asyncio.create_task(messaging.connect())
     await asyncio.wait_for(messaging.ready.wait(), 20)
     consumer = Consumer(
         name=f"test-{uuid.uuid4().hex[:8]}",
-        stream="ORDERS",
-        handlers={events_pb2.OrderCancelled: handler},
+        stream=stream,
+        handlers=handlers,
         unit_of_work=lambda: UnitOfWork(engine, "/test"),
         messaging=messaging,
         fetch_timeout=0.2,
@@ -56,6 +58,13 @@ async def running_consumer(
         running.cancel()
         connect.cancel()
         await messaging.close()
+
+
+def running_consumer(
+    engine: AsyncEngine, infra: Infra, handler: EventHandler
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """A fresh durable consumer of OrderCancelled on the ORDERS stream, running `handler`."""
+    return consuming(engine, infra, "ORDERS", {events_pb2.OrderCancelled: handler})
 
 
 async def _publish_cancellations(infra: Infra, order_ids: list[str]) -> list[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -16,12 +15,12 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.events import envelope, new_event
-from services.common.inbox import Consumer, EventHandler, PoisonEvent
-from services.common.jetstream import Messaging
+from services.common.inbox import EventHandler, PoisonEvent
 from services.common.uow import UnitOfWork
 from shop.common.v1 import money_pb2
 from shop.payment.v1 import events_pb2 as payment_events
 from tests.conftest import Infra
+from tests.integration.test_inbox import consuming
 
 pytestmark = pytest.mark.integration
 
@@ -41,28 +40,10 @@ def payment_event(cls: type[Any], **changes: Any) -> Any:
     return new_event(cls, **{**fields, **changes})
 
 
-@contextlib.asynccontextmanager
-async def payments_consumer(
+def payments_consumer(
     engine: AsyncEngine, infra: Infra, handlers: dict[type[Message], EventHandler]
-) -> AsyncIterator[None]:
-    messaging = Messaging(infra.nats_url, "poison-test")
-    connect = asyncio.create_task(messaging.connect())
-    await asyncio.wait_for(messaging.ready.wait(), 20)
-    consumer = Consumer(
-        name=f"poison-{uuid.uuid4().hex[:8]}",
-        stream="PAYMENTS",
-        handlers=handlers,
-        unit_of_work=lambda: UnitOfWork(engine, "/test"),
-        messaging=messaging,
-        fetch_timeout=0.2,
-    )
-    running = asyncio.create_task(consumer.run())
-    try:
-        yield
-    finally:
-        running.cancel()
-        connect.cancel()
-        await messaging.close()
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return consuming(engine, infra, "PAYMENTS", handlers)
 
 
 async def publish(infra: Infra, subject: str, payload: bytes, headers: dict[str, str]) -> None:
