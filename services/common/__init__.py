@@ -1,0 +1,36 @@
+"""The shared core every service is built on: the gRPC server and its error mapping, the
+unit of work with its outbox, the inbox and consumers, idempotency, paging, settings,
+retention, metrics and traces. Service packages import from here; nothing here imports a
+service."""
+
+__all__ = [
+    "db",
+    "errors",
+    "eventloop",
+    "events",
+    "faults",
+    "grpc_client",
+    "grpc_server",
+    "http",
+    "idempotency",
+    "inbox",
+    "jetstream",
+    "logs",
+    "metrics",
+    "migrator",
+    "money",
+    "outbox",
+    "paging",
+    "probe",
+    "proto_mapping",
+    "request_rules",
+    "retention",
+    "runtime",
+    "security",
+    "security_settings",
+    "settings",
+    "sql",
+    "tracing",
+    "uow",
+    "validation",
+]

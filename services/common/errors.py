@@ -18,6 +18,8 @@ ERROR_DOMAIN = "shop.example.com"
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
+    """One bad field of a request: which field, and what is wrong with it."""
+
     field: str
     description: str
 
@@ -77,6 +79,8 @@ class DeadlineExceeded(DomainError):
 
 
 class IdempotencyKeyReused(AlreadyExists):
+    """A request id sent again with a different request (ALREADY_EXISTS)."""
+
     def __init__(self, request_id: str) -> None:
         super().__init__(
             f"request_id {request_id} was already used with a different request",

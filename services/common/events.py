@@ -35,6 +35,15 @@ DEADLETTER_SUBJECTS = "deadletter.>"
 
 
 def deadletter_subject(consumer: str, subject: str) -> str:
+    """The subject a consumer's dead letter of an event on `subject` is published to.
+
+    Args:
+        consumer: the durable consumer that gave up on the event.
+        subject: the event's own subject.
+
+    Returns:
+        `deadletter.<consumer>.<subject>`.
+    """
     return f"deadletter.{consumer}.{subject}"
 
 
@@ -83,6 +92,15 @@ class Envelope:
 
 
 def envelope(event: Message, source: str) -> Envelope:
+    """The event as it goes on the wire: subject, body and CloudEvents headers.
+
+    Args:
+        event: an event message (its `event_id` a UUID, its type declaring a subject).
+        source: the CloudEvents source, e.g. `/shop/payment`.
+
+    Returns:
+        The envelope; `Nats-Msg-Id` is the event id, so JetStream drops a re-publish.
+    """
     descriptor = event.DESCRIPTOR
     subject = subject_of(descriptor)
     if not subject:

@@ -79,6 +79,7 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
+        """Time, count and forward the request id of one outgoing call."""
         method = client_call_details.method
         name = method.decode() if isinstance(method, bytes) else str(method)
         grpc_service, grpc_method = metrics.split_method(name)
@@ -121,6 +122,7 @@ class Deadline:
         return cls(asyncio.get_running_loop().time() + seconds)
 
     def remaining(self) -> float | None:
+        """Seconds left, or None when the caller set no deadline."""
         if self.at is None:
             return None
         return self.at - asyncio.get_running_loop().time()

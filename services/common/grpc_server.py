@@ -76,6 +76,14 @@ def _pack(message: Any) -> any_pb2.Any:
 
 
 def to_rpc_status(error: DomainError) -> status_pb2.Status:
+    """The `google.rpc.Status` a domain error is answered with.
+
+    Args:
+        error: the domain error a handler raised.
+
+    Returns:
+        Its code (from GRPC_CODES), message, `ErrorInfo` and, for field problems, `BadRequest`.
+    """
     details = [
         _pack(
             error_details_pb2.ErrorInfo(
@@ -118,6 +126,7 @@ async def abort_with_status(
 
 
 def internal_status() -> status_pb2.Status:
+    """The status of an unexpected failure: INTERNAL, no internals (they go to the log)."""
     return status_pb2.Status(
         code=code_pb2.INTERNAL,
         message="internal error; see the server log for this request id",
@@ -136,6 +145,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Wrap our unary and server-streaming handlers; leave the others alone."""
         handler = await continuation(handler_call_details)
         if handler is not None and handler.unary_stream is not None:
             return _wrap_unary_stream(handler, handler_call_details)
@@ -264,12 +274,15 @@ def _wrap_unary_stream(
 
 @dataclass
 class GrpcServer:
+    """The running server with its health servicer and the names it reports."""
+
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
 
     async def set_serving(self, serving: bool) -> None:
+        """Report every service name SERVING (True) or NOT_SERVING (False)."""
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving

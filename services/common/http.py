@@ -32,6 +32,7 @@ class HttpApp:
         self._serving = serving
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one HTTP request (ASGI)."""
         if scope["type"] != "http":
             return  # lifespan is off; no websockets
         path, method = scope["path"], scope["method"]
@@ -75,6 +76,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class HttpServer:
+    """uvicorn serving an ASGI app in this process, on the running event loop."""
+
     def __init__(self, host: str, port: int, app: Any) -> None:
         self._host = host
         self._socket: socket.socket | None = None
@@ -93,10 +96,12 @@ class HttpServer:
 
     @property
     def port(self) -> int:
+        """The port it listens on (the real one when 0 was asked for)."""
         assert self._socket is not None, "not started"
         return int(self._socket.getsockname()[1])
 
     async def start(self) -> None:
+        """Bind the port and start serving; raises OSError when the port is taken."""
         config = self._server.config
         try:
             self._socket = listen(self._host, config.port)
@@ -108,5 +113,6 @@ class HttpServer:
         await self._server.startup(sockets=[self._socket])
 
     async def stop(self) -> None:
+        """Stop accepting, finish what is in flight, close."""
         if self._server.started:
             await self._server.shutdown()

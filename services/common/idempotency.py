@@ -63,6 +63,14 @@ _RELEASE = (
 
 
 def fingerprint(request: Message) -> bytes:
+    """The request's identity for its request id: a hash of its deterministic serialization.
+
+    Args:
+        request: the request message.
+
+    Returns:
+        32 bytes; the same request gives the same bytes, another request other bytes.
+    """
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
@@ -138,6 +146,7 @@ class RequestLedger:
     async def remember(
         self, operation: str, request_id: str, request: Message, response: Message
     ) -> None:
+        """Keep the response of a request id's work, to replay it for retries."""
         key = _key(operation, request_id, request)
         async with self.unit_of_work().autocommit() as uow:
             await uow.conn.execute(
@@ -145,6 +154,7 @@ class RequestLedger:
             )
 
     async def release(self, operation: str, request_id: str, request: Message) -> None:
+        """Give up a claim whose work failed, so that a retry may run it again."""
         # Best effort: a claim left behind only means a retry runs the (idempotent) call again.
         with contextlib.suppress(Exception):
             async with self.unit_of_work().autocommit() as uow:
@@ -158,6 +168,18 @@ class RequestLedger:
         response_type: type[R],
         work: Callable[[], Awaitable[R]],
     ) -> R:
+        """Run `work` once per request id; a retry gets the first response.
+
+        Args:
+            operation: the RPC's name (a request id is unique per operation).
+            request_id: the caller's idempotency key.
+            request: the request (a reused key with another request is refused).
+            response_type: the response message class, to replay a stored one.
+            work: the use case, run at most once per key.
+
+        Returns:
+            The response, fresh or replayed.
+        """
         stored = await self.claim(operation, request_id, request)
         if stored is not None:
             return response_type.FromString(stored)

@@ -113,9 +113,11 @@ class Consumer:
 
     @property
     def subjects(self) -> list[str]:
+        """The subjects this consumer's handlers take, sorted."""
         return sorted(subject_of(cls.DESCRIPTOR) for cls in self.handlers)
 
     async def run(self) -> None:
+        """Consume until cancelled, binding again after NATS restarts or loses the subscription."""
         await self.messaging.ready.wait()
         while True:
             try:

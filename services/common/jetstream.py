@@ -52,11 +52,13 @@ class Messaging:
 
     @property
     def js(self) -> JetStreamContext:
+        """The JetStream context (once `ready` is set)."""
         assert self._js is not None, "await messaging.ready first"
         return self._js
 
     @property
     def nc(self) -> NatsClient:
+        """The NATS connection (once `ready` is set)."""
         assert self._nc is not None, "await messaging.ready first"
         return self._nc
 
@@ -118,6 +120,7 @@ class Messaging:
         return options
 
     async def close(self) -> None:
+        """Close the connection; no reconnect after this."""
         self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             # No drain: the consumers have stopped, and an event fetched but not acked is

@@ -18,11 +18,14 @@ _STANDARD_ATTRS = set(vars(logging.makeLogRecord({})))
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the request id and, while a span is active, the trace."""
+
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line."""
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -42,11 +45,20 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """Human-readable lines for a terminal (`LOG_FORMAT=text`)."""
+
     def __init__(self, service: str) -> None:
         super().__init__(f"%(asctime)s %(levelname)-7s {service} %(name)s: %(message)s")
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
+    """Send the process's logs to stderr in `fmt` at `level`.
+
+    Args:
+        service: the service's name, on every line.
+        level: DEBUG, INFO, WARNING or ERROR.
+        fmt: `json` (one object per line) or `text`.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter(service))
     root = logging.getLogger()

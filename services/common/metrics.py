@@ -136,10 +136,12 @@ class CommitCounts:
         self._token: contextvars.Token[list[Callable[[], None]] | None] | None = None
 
     def enter(self) -> None:
+        """Start collecting the counts of the unit of work being entered."""
         self._pending = []
         self._token = _after_commit.set(self._pending)
 
     def exit(self, committed: bool) -> None:
+        """Apply the collected counts if the unit of work committed; drop them if not."""
         if self._token is not None:
             _after_commit.reset(self._token)
             self._token = None
@@ -172,6 +174,7 @@ class PoolCollector(Collector):
         self._pool = pool
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The pool's connections by state, read when Prometheus scrapes."""
         family = GaugeMetricFamily(
             "db_pool_connections",
             "Database connections of this process's pool: in_use, idle, and max (the limit,"
@@ -186,10 +189,19 @@ class PoolCollector(Collector):
 
 
 def register_pool(pool: Any) -> Collector:
+    """Export `db_pool_connections{state}` for a SQLAlchemy pool.
+
+    Args:
+        pool: the engine's pool.
+
+    Returns:
+        The collector, to unregister when the engine is disposed.
+    """
     collector = PoolCollector(pool)
     REGISTRY.register(collector)
     return collector
 
 
 def unregister(collector: Collector) -> None:
+    """Stop exporting what `collector` collects."""
     REGISTRY.unregister(collector)

@@ -20,11 +20,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """One SQL file to apply once, under its version name."""
+
     version: str  # "common/0001_outbox", "credit/0001_accounts"
     sql: str
 
 
 def load_migrations(package: str, prefix: str) -> list[Migration]:
+    """The package's `NNNN_*.sql` files, in order.
+
+    Args:
+        package: the migrations package, e.g. `services.credit.migrations`.
+        prefix: the version prefix, e.g. `credit` (versions read `credit/0001_accounts`).
+
+    Returns:
+        Its migrations, sorted by file name.
+    """
     files = sorted(
         (f for f in resources.files(package).iterdir() if f.name.endswith(".sql")),
         key=lambda f: f.name,
@@ -33,6 +44,7 @@ def load_migrations(package: str, prefix: str) -> list[Migration]:
 
 
 def core_migrations() -> list[Migration]:
+    """The core's own migrations (outbox, inbox, request ids), for every service's schema."""
     return load_migrations("services.common.migrations", "common")
 
 

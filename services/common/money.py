@@ -34,11 +34,14 @@ class MoneyError(ValueError):
 
 
 def is_known_currency(code: str) -> bool:
+    """Whether `code` is an active ISO 4217 currency code."""
     return code in CURRENCY_EXPONENTS
 
 
 @dataclass(frozen=True, slots=True)
 class Money:
+    """An amount: an ISO 4217 currency and an integer count of its minor units."""
+
     currency: str
     minor_units: int
 
@@ -50,6 +53,7 @@ class Money:
 
     @classmethod
     def zero(cls, currency: str) -> Money:
+        """Nothing, in `currency`."""
         return cls(currency, 0)
 
     def _same_currency(self, other: Money) -> None:
@@ -77,10 +81,12 @@ class Money:
 
     @property
     def is_positive(self) -> bool:
+        """More than zero."""
         return self.minor_units > 0
 
     @property
     def is_negative(self) -> bool:
+        """Less than zero."""
         return self.minor_units < 0
 
     def __str__(self) -> str:

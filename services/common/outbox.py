@@ -39,6 +39,8 @@ BACKLOG_EVERY_SECONDS = 1.0
 
 
 class OutboxRelay:
+    """Publishes committed outbox rows to JetStream in order, and marks them sent."""
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -61,6 +63,7 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
+        """Relay until cancelled: at every wake-up (a commit) or poll, publish what is pending."""
         await self._messaging.ready.wait()
         backoff = 0.1
         while True:

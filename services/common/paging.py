@@ -44,6 +44,8 @@ Msg = TypeVar("Msg", bound=_Message)
 
 @dataclass(frozen=True)
 class PageCursor:
+    """Where a page ended: the last row's creation time and id (the keyset)."""
+
     created_at: datetime
     id: str
 
@@ -94,6 +96,7 @@ class Pager:
         return hmac.new(self._key, _MAC_LABEL + payload, hashlib.sha256).digest()
 
     def encode(self, cursor: PageCursor, query: str) -> str:
+        """A signed page token naming `cursor`, valid only with the same `query`."""
         payload = json.dumps(
             {"t": cursor.created_at.isoformat(), "i": cursor.id, "q": _query_tag(query)},
             separators=(",", ":"),
@@ -188,10 +191,12 @@ class Keyset:
 
     @property
     def order_by(self) -> str:
+        """The ORDER BY of a newest-first listing."""
         return f"created_at DESC, {self.id_column} DESC"
 
     @property
     def params(self) -> dict[str, object]:
+        """The parameters `condition` refers to."""
         after = self.after
         return {
             "after_at": after.created_at if after else None,

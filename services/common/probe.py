@@ -50,6 +50,14 @@ def check(port: int, service: str, server_name: str, timeout: float = 2.0) -> tu
 
 
 def main(argv: list[str]) -> int:
+    """Check a service's gRPC health over (mutual) TLS; 0 when SERVING.
+
+    Args:
+        argv: the program name, the port, the service name, then the certificate files.
+
+    Returns:
+        The exit status: 0 SERVING, 1 otherwise, 2 for bad arguments.
+    """
     if len(argv) not in (4, 5) or not argv[1].isdigit():
         print(USAGE, file=sys.stderr)
         return 2

@@ -11,14 +11,17 @@ from shop.common.v1.money_pb2 import Money as MoneyProto
 
 
 def money_to_proto(money: Money) -> MoneyProto:
+    """`Money` as the contract's `shop.common.v1.Money`."""
     return MoneyProto(currency_code=money.currency, minor_units=money.minor_units)
 
 
 def amount_to_proto(currency: str, minor_units: int) -> MoneyProto:
+    """An amount in `currency` as the contract's `shop.common.v1.Money`."""
     return MoneyProto(currency_code=currency, minor_units=minor_units)
 
 
 def timestamp(moment: datetime) -> Timestamp:
+    """A datetime as a protobuf `Timestamp`."""
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp

@@ -105,6 +105,7 @@ class RequestRulesInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Check the request of our unary and server-streaming handlers before they run."""
         handler = await continuation(handler_call_details)
         if handler is None or not (
             handler.unary_unary is not None or inspect.isasyncgenfunction(handler.unary_stream)

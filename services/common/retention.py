@@ -54,6 +54,14 @@ class Retention:
 
     @classmethod
     def read(cls, env: Env) -> Retention:
+        """The windows from the environment, refusing ones that break the chain.
+
+        Args:
+            env: the settings reader (problems are collected on it).
+
+        Returns:
+            The retention windows.
+        """
         max_age = env.integer(
             "STREAM_MAX_AGE_SECONDS",
             WEEK,
@@ -93,6 +101,7 @@ class PruneRule:
 
     @property
     def sql(self) -> str:
+        """The DELETE of one bounded batch of this rule's old rows."""
         # The rows are locked by the inner SELECT, so they cannot change before the DELETE
         # finds them by ctid (a TID scan: no second search, whatever the table's size).
         return (
@@ -154,6 +163,7 @@ class Pruner:
         return deleted
 
     async def run(self) -> None:
+        """Prune every few minutes until cancelled."""
         while True:
             try:
                 deleted = await self.prune()

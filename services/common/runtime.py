@@ -61,9 +61,11 @@ class Runtime:
 
     @property
     def source(self) -> str:
+        """The service's CloudEvents source, e.g. `/shop/credit`."""
         return f"/shop/{self.settings.service}"
 
     def unit_of_work(self) -> UnitOfWork:
+        """A plain unit of work of the service (no repositories)."""
         return UnitOfWork(self.engine, self.source, self.relay.wake)
 
     def units_of_work(self, kind: type[U]) -> Callable[[], U]:
@@ -72,6 +74,7 @@ class Runtime:
 
     @property
     def pager(self) -> Pager:
+        """The service's page-token signer and page cutter."""
         return Pager(self.settings.page_token_key, self.settings.max_message_bytes)
 
 
@@ -89,11 +92,14 @@ class Wiring:
 
 @dataclass(frozen=True)
 class ServiceSpec:
+    """What a service brings to the runtime: its schema, migrations and wiring."""
+
     schema: str
     migrations: Sequence[Migration]
     wire: Callable[[Runtime], Wiring]
 
     def all_migrations(self) -> list[Migration]:
+        """The core's migrations, then the service's own."""
         return [*core_migrations(), *self.migrations]
 
 
@@ -115,6 +121,7 @@ async def apply_migrations(engine: AsyncEngine, spec: ServiceSpec) -> None:
 
 
 async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
+    """Run the service until SIGTERM: migrate, serve gRPC and HTTP, relay, consume."""
     tracing.setup(settings.service)  # only when an OTEL_* variable configures an exporter
     engine = create_engine(settings.database_url, spec.schema, pool_size=settings.db_pool_size)
     pool_metrics = metrics.register_pool(engine.pool)
@@ -212,6 +219,7 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
 
 
 async def migrate_only(settings: CoreSettings, spec: ServiceSpec) -> None:
+    """Apply the migrations and stop (the Kubernetes migration Job)."""
     engine = create_engine(settings.database_url, spec.schema, pool_size=1)
     try:
         await apply_migrations(engine, spec)
@@ -236,8 +244,12 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 
 class HasCore(Protocol):
+    """Settings that carry the core's settings."""
+
     @property
-    def core(self) -> CoreSettings: ...
+    def core(self) -> CoreSettings:
+        """The core's settings."""
+        ...
 
 
 S = TypeVar("S", bound=HasCore)

@@ -57,6 +57,8 @@ def peer_identities(context: grpc.aio.ServicerContext[Any, Any]) -> frozenset[st
 
 
 class NotAuthorized(PermissionDenied):
+    """A caller whose verified identity no rule allows for this method (PERMISSION_DENIED)."""
+
     def __init__(self, method: str, identities: frozenset[str]) -> None:
         super().__init__(
             f"the caller is not allowed to call {method}",
@@ -93,6 +95,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Refuse a call whose verified identity the rules do not allow."""
         handler = await continuation(handler_call_details)
         if handler is None:
             return None

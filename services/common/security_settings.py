@@ -98,16 +98,20 @@ class GrpcTls:
     require_client_cert: bool
 
     def cert_chain(self) -> bytes:
+        """The certificate chain, read now."""
         return Path(self.cert_file).read_bytes()
 
     def private_key(self) -> bytes:
+        """The private key, read now."""
         return Path(self.key_file).read_bytes()
 
     def root_certificates(self) -> bytes | None:
+        """The CA bundle that verifies peers, if one is set."""
         return Path(self.ca_file).read_bytes() if self.ca_file else None
 
     @classmethod
     def read(cls, env: Env) -> GrpcTls | None:
+        """TLS from GRPC_TLS_*; None when it is off."""
         cert = _readable_file(env, "GRPC_TLS_CERT")
         key = _readable_file(env, "GRPC_TLS_KEY")
         ca = _readable_file(env, "GRPC_TLS_CA")
@@ -156,6 +160,8 @@ class GrpcTls:
 
 @dataclass(frozen=True, slots=True)
 class AuthzRule:
+    """One rule: the methods it covers and the identities it allows."""
+
     pattern: str  # "/pkg.Service/Method", "/pkg.Service/*" or "*"
     identities: frozenset[str]  # "*" = any verified identity
 
@@ -176,6 +182,7 @@ class AuthzPolicy:
     rules: tuple[AuthzRule, ...]
 
     def allowed(self, method: str, identities: frozenset[str]) -> bool:
+        """Whether `identities` may call `method` (the most specific rule decides)."""
         best, chosen = -1, None
         for rule in self.rules:
             score = rule.specificity(method)
@@ -187,6 +194,7 @@ class AuthzPolicy:
 
     @classmethod
     def parse(cls, text: str) -> tuple[AuthzPolicy, list[str]]:
+        """The rules of GRPC_AUTHZ_RULES, and what is wrong with the text."""
         rules: list[AuthzRule] = []
         problems: list[str] = []
         for raw in text.split(";"):
@@ -249,9 +257,11 @@ class NatsSecurity:
 
     @property
     def tls(self) -> bool:
+        """Whether NATS is reached over TLS."""
         return bool(self.tls_ca or self.tls_cert)
 
     def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for NATS, or None without TLS."""
         if not self.tls:
             return None
         context = ssl.create_default_context(cafile=self.tls_ca or None)
@@ -261,6 +271,7 @@ class NatsSecurity:
 
     @classmethod
     def read(cls, env: Env) -> NatsSecurity:
+        """NATS credentials and TLS from NATS_USER, NATS_PASSWORD, NATS_TLS_*."""
         user = env.environ.get("NATS_USER", "").strip()
         password = env.environ.get("NATS_PASSWORD", "")
         token = env.environ.get("NATS_TOKEN", "").strip()

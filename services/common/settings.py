@@ -37,6 +37,7 @@ class Env:
         self.problems: list[str] = []
 
     def text(self, name: str, default: str | None = None) -> str:
+        """A string setting; a problem is noted when it is required and missing."""
         value = self.environ.get(name, "").strip()
         if value:
             return value
@@ -48,6 +49,7 @@ class Env:
     def integer(
         self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31 - 1
     ) -> int:
+        """An integer setting within [minimum, maximum]; a problem is noted otherwise."""
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
@@ -62,6 +64,7 @@ class Env:
         return value
 
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        """A number setting of at least `minimum`; a problem is noted otherwise."""
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
@@ -76,6 +79,7 @@ class Env:
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """One of `choices`; a problem is noted otherwise."""
         value = self.environ.get(name, "").strip() or default
         if value not in choices:
             self.problems.append(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -83,6 +87,7 @@ class Env:
         return value
 
     def database_url(self, name: str = "DATABASE_URL") -> str:
+        """The database URL for asyncpg; a problem is noted if it is missing or not PostgreSQL."""
         raw = self.text(name)
         if not raw:
             return ""
@@ -97,6 +102,7 @@ class Env:
         return ""
 
     def nats_url(self, name: str = "NATS_URL", default: str = "nats://127.0.0.1:4222") -> str:
+        """The NATS URL(s); a problem is noted for another scheme."""
         raw = self.text(name, default)
         for server in raw.split(","):
             if urlsplit(server.strip()).scheme not in ("nats", "tls"):
@@ -115,6 +121,7 @@ class Env:
         return raw.encode()
 
     def done(self) -> None:
+        """Raise SettingsError naming every problem found, if there is any."""
         if self.problems:
             raise SettingsError(self.problems)
 
@@ -162,6 +169,7 @@ class CoreSettings:
 
     @classmethod
     def read(cls, env: Env, service: str, default_port: int) -> CoreSettings:
+        """The core's settings of `service` from the environment."""
         grpc_tls = GrpcTls.read(env)
         database_url = env.database_url()
         return cls(

@@ -75,10 +75,12 @@ class Sql:
         return query, [params[name] for name in names]
 
     async def fetch(self, sql: str, params: Params | None = None) -> list[Record]:
+        """Every row the statement returns."""
         query, args = self._bind(sql, params)
         return list(await self.driver.fetch(query, *args))
 
     async def fetchrow(self, sql: str, params: Params | None = None) -> Record | None:
+        """The first row the statement returns, or None."""
         query, args = self._bind(sql, params)
         return await self.driver.fetchrow(query, *args)
 
@@ -111,6 +113,7 @@ class Sql:
         )
 
     async def fetchval(self, sql: str, params: Params | None = None) -> Any:
+        """The first column of the first row, or None."""
         query, args = self._bind(sql, params)
         return await self.driver.fetchval(query, *args)
 
@@ -122,6 +125,7 @@ class Sql:
         return int(count) if count.isdigit() else 0
 
     async def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        """Run the statement once per parameter set."""
         query, names = compile_named(sql)
         await self.driver.executemany(query, [[row[name] for name in names] for row in rows])
 
@@ -192,6 +196,7 @@ class Transaction:
         raise ConnectionError("no live database connection in the pool")
 
     async def commit(self) -> None:
+        """Commit (the outbox rows are written just before), unless in autocommit."""
         if self.autocommit:
             return
         assert self._open, "begin first"

@@ -99,6 +99,7 @@ def server_interceptors() -> list[Any]:
 
 
 def client_interceptors() -> list[Any]:
+    """The OpenTelemetry client interceptors when tracing is on; none otherwise."""
     if not ENABLED:
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors

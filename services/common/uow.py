@@ -48,6 +48,7 @@ class UnitOfWork:
 
     @property
     def conn(self) -> Sql:
+        """The unit of work's connection (inside `async with`)."""
         assert self._sql is not None, "use the unit of work as `async with`"
         return self._sql
 
