@@ -8,7 +8,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
 def create_engine(database_url: str, schema: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An engine whose connections resolve unqualified table names in `schema`."""
+    """An engine whose connections resolve unqualified table names in `schema`.
+
+    Args:
+        database_url: the postgresql(+asyncpg):// URL.
+        schema: the service's schema (its `search_path`).
+        pool_size: connections kept open.
+
+    Returns:
+        The async engine (SQLAlchemy's pool, asyncpg underneath).
+    """
     return create_async_engine(
         database_url,
         pool_size=pool_size,
@@ -28,7 +37,14 @@ def create_engine(database_url: str, schema: str, *, pool_size: int = 10) -> Asy
 
 
 def is_connection_error(error: BaseException) -> bool:
-    """True when the database is unreachable, as opposed to a bug or a constraint."""
+    """True when the database is unreachable, as opposed to a bug or a constraint.
+
+    Args:
+        error: what a database call raised.
+
+    Returns:
+        True for a lost or refused connection (retry later), False otherwise.
+    """
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return True
     if isinstance(error, sa_exc.TimeoutError):  # pool exhausted or connect timed out

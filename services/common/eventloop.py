@@ -14,7 +14,14 @@ CHOICES = ("uvloop", "asyncio")
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """None means asyncio's default loop. Raises ValueError for an unknown choice (the
-    settings refuse one first: CoreSettings.event_loop)."""
+    settings refuse one first: CoreSettings.event_loop).
+
+    Args:
+        choice: `uvloop` or `asyncio` (EVENT_LOOP).
+
+    Returns:
+        A factory for asyncio.run's `loop_factory`, or None for the default loop.
+    """
     choice = choice.strip() or "uvloop"
     if choice not in CHOICES:
         raise ValueError(f"EVENT_LOOP must be one of {', '.join(CHOICES)}, got {choice!r}")
@@ -29,6 +36,14 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(main: Coroutine[Any, Any, T], choice: str) -> T:
-    """asyncio.run on the chosen loop."""
+    """asyncio.run on the chosen loop.
+
+    Args:
+        main: the coroutine to run to completion.
+        choice: the event loop (EVENT_LOOP).
+
+    Returns:
+        What `main` returns.
+    """
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(main)

@@ -53,7 +53,14 @@ E = TypeVar("E", bound=Message)
 
 
 def subject_of(descriptor: Any) -> str:  # upb and pure-Python descriptors alike
-    """The NATS subject declared on an event message ("" for non-events)."""
+    """The NATS subject declared on an event message ("" for non-events).
+
+    Args:
+        descriptor: an event message's descriptor.
+
+    Returns:
+        Its `event_subject` option, or "" when it declares none.
+    """
     return str(descriptor.GetOptions().Extensions[event_options_pb2.event_subject])
 
 
@@ -74,7 +81,11 @@ SUBJECT_TYPES: dict[str, type[Message]] = {
 
 
 def new_event(cls: type[E], **fields: object) -> E:
-    """An event with a fresh UUID and the current time; the rest from `fields`."""
+    """An event with a fresh UUID and the current time; the rest from `fields`.
+
+    Returns:
+        The event, ready to emit.
+    """
     event = cls(event_id=str(uuid.uuid4()), **fields)
     event.occurred_at.GetCurrentTime()  # type: ignore[attr-defined]
     return event
@@ -135,7 +146,14 @@ def defects(event: Message) -> list[str]:
     """What is wrong with a consumed event's fields, in words; empty when nothing is.
 
     Ids must be canonical UUIDs (and present, but for `reservation_id`); amounts must be in a
-    known ISO 4217 currency and never negative; `amount` and `total` must be positive."""
+    known ISO 4217 currency and never negative; `amount` and `total` must be positive.
+
+    Args:
+        event: the decoded event.
+
+    Returns:
+        One sentence per bad field; empty when the event is sound.
+    """
     found: list[str] = []
     fields = event.DESCRIPTOR.fields_by_name
     for name in _ID_FIELDS:

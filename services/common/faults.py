@@ -25,7 +25,11 @@ _remaining = int(_nth) if _nth.isdigit() and int(_nth) > 0 else 1
 
 
 def crash_point(name: str) -> None:
-    """SIGKILL ourselves here when the test setting names this point."""
+    """SIGKILL ourselves here when the test setting names this point.
+
+    Args:
+        name: the point's name, e.g. `outbox.committed`.
+    """
     global _remaining
     if not _point or name != _point:
         return

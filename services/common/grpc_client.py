@@ -26,7 +26,14 @@ DEADLINE_MARGIN = 0.05
 
 def service_config(service_name: str) -> str:
     """Retry UNAVAILABLE (the server is down, restarting or overloaded) with backoff; spread
-    calls over every address the target resolves to (a headless Service: one per pod)."""
+    calls over every address the target resolves to (a headless Service: one per pod).
+
+    Args:
+        service_name: the full name of the called gRPC service.
+
+    Returns:
+        The channel's service config, as JSON.
+    """
     return json.dumps(
         {
             "loadBalancingConfig": [{"round_robin": {}}],
@@ -52,7 +59,17 @@ def create_channel(
     max_message_bytes: int = 4 * 1024 * 1024,
     credentials: grpc.ChannelCredentials | None = None,
 ) -> grpc.aio.Channel:
-    """Plaintext, or TLS with `credentials` (security.channel_credentials: mutual TLS)."""
+    """Plaintext, or TLS with `credentials` (security.channel_credentials: mutual TLS).
+
+    Args:
+        target: `host:port` or a DNS name of several addresses.
+        service_name: the called service, for the retry policy.
+        max_message_bytes: the largest message either way.
+        credentials: TLS credentials, or None for plaintext.
+
+    Returns:
+        The channel, with the client interceptors (metrics, request id, traces).
+    """
     options = [
         ("grpc.service_config", service_config(service_name)),
         ("grpc.enable_retries", 1),
@@ -139,7 +156,14 @@ class Deadline:
 
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:
-    """The ErrorInfo reason a dependency attached to its error ("" if none)."""
+    """The ErrorInfo reason a dependency attached to its error ("" if none).
+
+    Args:
+        error: the failed call.
+
+    Returns:
+        Its ErrorInfo reason, or "".
+    """
     from google.rpc import error_details_pb2
 
     status = rpc_status.from_call(error)
@@ -152,7 +176,15 @@ def error_reason(error: grpc.aio.AioRpcError) -> str:
 
 
 def dependency_failure(error: grpc.aio.AioRpcError, dependency: str) -> DomainError:
-    """A dependency that is down, slow or broken: UNAVAILABLE for our caller (retryable)."""
+    """A dependency that is down, slow or broken: UNAVAILABLE for our caller (retryable).
+
+    Args:
+        error: the failed call.
+        dependency: the called service's short name, e.g. `order`.
+
+    Returns:
+        An Unavailable error naming the dependency (`ORDER_UNAVAILABLE`, ...).
+    """
     return Unavailable(
         f"{dependency} is unavailable ({error.code().name}); retry later",
         f"{dependency.upper()}_UNAVAILABLE",

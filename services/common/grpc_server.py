@@ -62,7 +62,14 @@ GRPC_CODES: dict[type[DomainError], grpc.StatusCode] = {
 
 
 def grpc_code(error: DomainError) -> grpc.StatusCode:
-    """The gRPC status code a domain error is answered with."""
+    """The gRPC status code a domain error is answered with.
+
+    Args:
+        error: a domain error.
+
+    Returns:
+        The code of its nearest kind in GRPC_CODES (UNKNOWN if none).
+    """
     for kind in type(error).__mro__:
         if kind in GRPC_CODES:
             return GRPC_CODES[kind]
@@ -108,7 +115,11 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
 
 
 def request_id_metadata() -> tuple[tuple[str, str], ...]:
-    """The call's request id as response metadata (none outside a call)."""
+    """The call's request id as response metadata (none outside a call).
+
+    Returns:
+        `(("x-request-id", id),)` inside a call, `()` outside.
+    """
     request_id = request_id_var.get()
     return ((REQUEST_ID_HEADER, request_id),) if request_id else ()
 
@@ -117,7 +128,12 @@ async def abort_with_status(
     context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status
 ) -> NoReturn:
     """End the call with a `google.rpc.Status` (its details in `grpc-status-details-bin`) and
-    the request id: an abort's trailing metadata replaces what the call had set."""
+    the request id: an abort's trailing metadata replaces what the call had set.
+
+    Args:
+        context: the call's context.
+        status: the status to end it with.
+    """
     error = rpc_status.to_status(status)
     await context.abort(
         error.code, error.details, (*error.trailing_metadata, *request_id_metadata())
@@ -126,7 +142,11 @@ async def abort_with_status(
 
 
 def internal_status() -> status_pb2.Status:
-    """The status of an unexpected failure: INTERNAL, no internals (they go to the log)."""
+    """The status of an unexpected failure: INTERNAL, no internals (they go to the log).
+
+    Returns:
+        INTERNAL with reason INTERNAL and no details of the failure.
+    """
     return status_pb2.Status(
         code=code_pb2.INTERNAL,
         message="internal error; see the server log for this request id",
@@ -309,7 +329,19 @@ async def create_server(
     """Build and start a server on `address` ("host:0" picks a free port); TLS when given
     `credentials`; `interceptors` (e.g. authorization) run inside our own, the tracing
     interceptor (when traces are on) outside it, and every request is checked against its
-    `buf.validate` rules last, just before its handler."""
+    `buf.validate` rules last, just before its handler.
+
+    Args:
+        address: `host:port` to listen on.
+        register: functions that add the servicers to the server.
+        service_names: the full names health reports.
+        max_message_bytes: the largest message either way.
+        credentials: TLS credentials, or None for plaintext.
+        interceptors: more interceptors, run inside ours.
+
+    Returns:
+        The started server, NOT_SERVING until the caller sets it SERVING.
+    """
     server = grpc.aio.server(
         interceptors=[
             *tracing.server_interceptors(),

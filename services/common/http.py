@@ -63,7 +63,15 @@ async def _respond(
 
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket; "[::]", "::" or "" (all interfaces, as gRPC's GRPC_HOST says it)
-    is both IPv6 and IPv4 where the system can, like the gRPC port."""
+    is both IPv6 and IPv4 where the system can, like the gRPC port.
+
+    Args:
+        host: the address to bind.
+        port: the port (0 for a free one).
+
+    Returns:
+        The bound, listening socket.
+    """
     bind = host.strip("[]")
     if bind in ("", "::", "0.0.0.0"):
         if socket.has_dualstack_ipv6():

@@ -103,7 +103,19 @@ async def run_idempotent(
     work: Callable[[U], Awaitable[R]],
 ) -> R:
     """Run `work` once per request id, in the transaction that records it; replay its
-    response for retries."""
+    response for retries.
+
+    Args:
+        unit_of_work: a factory of the service's units of work.
+        operation: the RPC's name.
+        request_id: the caller's idempotency key.
+        request: the request (a key reused with another request is refused).
+        response_type: the response message class, to replay a stored one.
+        work: the use case, run at most once per key.
+
+    Returns:
+        The response, fresh or replayed.
+    """
     key = _key(operation, request_id, request)
     for attempt in range(2):
         try:

@@ -63,7 +63,17 @@ _CLAIM = (
 
 
 async def claim(conn: Sql, consumer: str, event_id: str, subject: str) -> bool:
-    """Record the event as applied by `consumer`; False if it already was."""
+    """Record the event as applied by `consumer`; False if it already was.
+
+    Args:
+        conn: the unit of work's connection.
+        consumer: the durable consumer's name.
+        event_id: the event's id.
+        subject: the event's subject.
+
+    Returns:
+        True when this claim is the first, False for a duplicate.
+    """
     row = await conn.fetchrow(
         _CLAIM, {"consumer": consumer, "event_id": event_id, "subject": subject}
     )

@@ -153,7 +153,14 @@ async def ensure_streams(
     STREAM_MAX_AGE_SECONDS (or beyond STREAM_MAX_BYTES, the oldest first) are dropped; the
     update applies changed limits to streams that already exist. DEADLETTER keeps its dead
     letters as long (docs/reliability.md, "Retention"): a replay then comes back while every
-    consumer's inbox still remembers the event, so it is applied once at most."""
+    consumer's inbox still remembers the event, so it is applied once at most.
+
+    Args:
+        js: the JetStream context.
+        replicas: copies of each stream.
+        names: the streams to ensure (default: all).
+        retention: their age and size limits.
+    """
     retention = retention or Retention()
     for name in ALL_STREAMS if names is None else names:
         config = StreamConfig(
@@ -179,7 +186,17 @@ async def ensure_streams(
 async def ensure_durable_consumer(
     js: JetStreamContext, stream: str, durable: str, subjects: list[str]
 ) -> JetStreamContext.PullSubscription:
-    """Create or update a durable pull consumer with explicit ack, and bind to it."""
+    """Create or update a durable pull consumer with explicit ack, and bind to it.
+
+    Args:
+        js: the JetStream context.
+        stream: the stream to consume.
+        durable: the consumer's durable name.
+        subjects: the subjects it takes.
+
+    Returns:
+        The pull subscription.
+    """
     config = ConsumerConfig(
         durable_name=durable,
         filter_subjects=subjects,

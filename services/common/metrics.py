@@ -99,14 +99,27 @@ OUTCOMES = ("applied", "duplicate", "retried", "dead_lettered")
 
 
 def event_consumed(consumer: str, subject: str, outcome: str) -> None:
-    """Count one event handled by `consumer` (outcome: one of OUTCOMES)."""
+    """Count one event handled by `consumer` (outcome: one of OUTCOMES).
+
+    Args:
+        consumer: the durable consumer's name.
+        subject: the event's subject.
+        outcome: `applied`, `duplicate`, `retried` or `dead_lettered`.
+    """
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
     EVENTS_CONSUMED.labels(consumer, subject, outcome).inc()
 
 
 def split_method(method: str) -> tuple[str, str]:
-    """`/shop.payment.v1.PaymentService/ProcessPayment` → (service, method)."""
+    """`/shop.payment.v1.PaymentService/ProcessPayment` → (service, method).
+
+    Args:
+        method: a gRPC method path.
+
+    Returns:
+        (full service name, method name).
+    """
     service, _, name = method.lstrip("/").rpartition("/")
     return service, name
 
@@ -119,7 +132,12 @@ _after_commit: contextvars.ContextVar[list[Callable[[], None]] | None] = context
 
 
 def count_after_commit(counter: Counter, *labels: str) -> None:
-    """Increment `counter{labels}` when the current unit of work commits (now if none)."""
+    """Increment `counter{labels}` when the current unit of work commits (now if none).
+
+    Args:
+        counter: the counter.
+        *labels: its label values.
+    """
     pending = _after_commit.get()
     child = counter.labels(*labels)
     if pending is None:
@@ -162,7 +180,11 @@ PAYMENT_EVENT_STATUS = {
 
 
 def count_event(event_type: str) -> None:
-    """Business counters derived from an event written to the outbox."""
+    """Business counters derived from an event written to the outbox.
+
+    Args:
+        event_type: the full name of the event's message type.
+    """
     if (status := PAYMENT_EVENT_STATUS.get(event_type)) is not None:
         count_after_commit(PAYMENTS, status)
 
@@ -203,5 +225,9 @@ def register_pool(pool: Any) -> Collector:
 
 
 def unregister(collector: Collector) -> None:
-    """Stop exporting what `collector` collects."""
+    """Stop exporting what `collector` collects.
+
+    Args:
+        collector: what register_pool returned.
+    """
     REGISTRY.unregister(collector)

@@ -44,12 +44,25 @@ def load_migrations(package: str, prefix: str) -> list[Migration]:
 
 
 def core_migrations() -> list[Migration]:
-    """The core's own migrations (outbox, inbox, request ids), for every service's schema."""
+    """The core's own migrations (outbox, inbox, request ids), for every service's schema.
+
+    Returns:
+        The migrations of services/common/migrations, in order.
+    """
     return load_migrations("services.common.migrations", "common")
 
 
 async def migrate(engine: AsyncEngine, schema: str, migrations: list[Migration]) -> list[str]:
-    """Apply what is missing, in order, in one transaction. Returns the versions applied."""
+    """Apply what is missing, in order, in one transaction. Returns the versions applied.
+
+    Args:
+        engine: the service's engine.
+        schema: the schema to migrate (created if missing).
+        migrations: every migration, in order.
+
+    Returns:
+        The versions applied now (empty when up to date).
+    """
     applied_now: list[str] = []
     async with engine.begin() as conn:
         await conn.execute(

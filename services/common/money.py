@@ -34,7 +34,14 @@ class MoneyError(ValueError):
 
 
 def is_known_currency(code: str) -> bool:
-    """Whether `code` is an active ISO 4217 currency code."""
+    """Whether `code` is an active ISO 4217 currency code.
+
+    Args:
+        code: a three-letter code.
+
+    Returns:
+        True for an active ISO 4217 code.
+    """
     return code in CURRENCY_EXPONENTS
 
 

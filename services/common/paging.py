@@ -164,7 +164,14 @@ class Pager:
 
 def derived_key(secret: str) -> bytes:
     """A page token key derived from a setting every replica shares (the database URL),
-    for when PAGE_TOKEN_KEY is not set: `make run` and the tests."""
+    for when PAGE_TOKEN_KEY is not set: `make run` and the tests.
+
+    Args:
+        secret: the shared setting to derive from.
+
+    Returns:
+        32 bytes of key.
+    """
     return hashlib.sha256(b"shop page token key\x00" + secret.encode()).digest()
 
 

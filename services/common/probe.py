@@ -26,7 +26,17 @@ USAGE = "usage: python -m services.common.probe PORT SERVICE SERVER_NAME [TIMEOU
 
 
 def check(port: int, service: str, server_name: str, timeout: float = 2.0) -> tuple[bool, str]:
-    """(serving, what was seen) for SERVICE on 127.0.0.1:PORT, with TLS from the environment."""
+    """(serving, what was seen) for SERVICE on 127.0.0.1:PORT, with TLS from the environment.
+
+    Args:
+        port: the service's port on 127.0.0.1.
+        service: the full service name to check.
+        server_name: the name its certificate must carry.
+        timeout: seconds for the call.
+
+    Returns:
+        (True when SERVING, what was seen).
+    """
     env = Env()
     tls = GrpcTls.read(env)
     if env.problems:

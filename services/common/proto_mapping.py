@@ -11,17 +11,39 @@ from shop.common.v1.money_pb2 import Money as MoneyProto
 
 
 def money_to_proto(money: Money) -> MoneyProto:
-    """`Money` as the contract's `shop.common.v1.Money`."""
+    """`Money` as the contract's `shop.common.v1.Money`.
+
+    Args:
+        money: the amount.
+
+    Returns:
+        The message.
+    """
     return MoneyProto(currency_code=money.currency, minor_units=money.minor_units)
 
 
 def amount_to_proto(currency: str, minor_units: int) -> MoneyProto:
-    """An amount in `currency` as the contract's `shop.common.v1.Money`."""
+    """An amount in `currency` as the contract's `shop.common.v1.Money`.
+
+    Args:
+        currency: the ISO 4217 code.
+        minor_units: the amount in minor units.
+
+    Returns:
+        The message.
+    """
     return MoneyProto(currency_code=currency, minor_units=minor_units)
 
 
 def timestamp(moment: datetime) -> Timestamp:
-    """A datetime as a protobuf `Timestamp`."""
+    """A datetime as a protobuf `Timestamp`.
+
+    Args:
+        moment: an aware datetime.
+
+    Returns:
+        The Timestamp.
+    """
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp

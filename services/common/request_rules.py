@@ -30,7 +30,14 @@ _MESSAGE_ONEOF = "message.oneof"
 
 
 def field_path(violation: protovalidate.Violation) -> str:
-    """The violation's field as google.rpc.BadRequest spells it: `items[0].unit_price`."""
+    """The violation's field as google.rpc.BadRequest spells it: `items[0].unit_price`.
+
+    Args:
+        violation: one broken rule.
+
+    Returns:
+        The field's path.
+    """
     path = violation.proto.field
     if path is None:
         return ""
@@ -67,7 +74,14 @@ def _is_set(request: Message, field: Any) -> bool:
 
 
 def violations_of(request: Message) -> list[FieldViolation]:
-    """Every rule the request breaks, in the order protovalidate reports them."""
+    """Every rule the request breaks, in the order protovalidate reports them.
+
+    Args:
+        request: a request message.
+
+    Returns:
+        One FieldViolation per broken rule; empty when the request is valid.
+    """
     found: list[FieldViolation] = []
     oneofs: list[list[str]] | None = None
     for violation in _VALIDATOR.collect_violations(request):
@@ -85,7 +99,11 @@ def violations_of(request: Message) -> list[FieldViolation]:
 
 
 def check(request: Message) -> None:
-    """Raise InvalidArgument naming every field of `request` that breaks its rules."""
+    """Raise InvalidArgument naming every field of `request` that breaks its rules.
+
+    Args:
+        request: a request message.
+    """
     refuse(violations_of(request))
 
 

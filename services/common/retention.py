@@ -113,7 +113,14 @@ class PruneRule:
 
 
 def core_rules(retention: Retention) -> list[PruneRule]:
-    """The shared tables of every service (services/common/migrations)."""
+    """The shared tables of every service (services/common/migrations).
+
+    Args:
+        retention: the windows.
+
+    Returns:
+        The prune rules of the outbox, the inbox and the request ids.
+    """
     return [
         PruneRule("outbox", "published_at", retention.outbox_seconds),  # NULL: not yet sent
         PruneRule("inbox", "processed_at", retention.inbox_seconds),

@@ -104,7 +104,12 @@ class ServiceSpec:
 
 
 async def apply_migrations(engine: AsyncEngine, spec: ServiceSpec) -> None:
-    """Migrate, waiting for a database that is still starting (containers start together)."""
+    """Migrate, waiting for a database that is still starting (containers start together).
+
+    Args:
+        engine: the service's engine.
+        spec: the service's schema and migrations.
+    """
     deadline = asyncio.get_running_loop().time() + MIGRATION_WAIT_SECONDS
     while True:
         try:
@@ -121,7 +126,12 @@ async def apply_migrations(engine: AsyncEngine, spec: ServiceSpec) -> None:
 
 
 async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
-    """Run the service until SIGTERM: migrate, serve gRPC and HTTP, relay, consume."""
+    """Run the service until SIGTERM: migrate, serve gRPC and HTTP, relay, consume.
+
+    Args:
+        settings: the core's settings.
+        spec: the service's schema, migrations and wiring.
+    """
     tracing.setup(settings.service)  # only when an OTEL_* variable configures an exporter
     engine = create_engine(settings.database_url, spec.schema, pool_size=settings.db_pool_size)
     pool_metrics = metrics.register_pool(engine.pool)
@@ -219,7 +229,12 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
 
 
 async def migrate_only(settings: CoreSettings, spec: ServiceSpec) -> None:
-    """Apply the migrations and stop (the Kubernetes migration Job)."""
+    """Apply the migrations and stop (the Kubernetes migration Job).
+
+    Args:
+        settings: the core's settings.
+        spec: the service's schema and migrations.
+    """
     engine = create_engine(settings.database_url, spec.schema, pool_size=1)
     try:
         await apply_migrations(engine, spec)
@@ -256,7 +271,12 @@ S = TypeVar("S", bound=HasCore)
 
 
 def main(read_settings: Callable[[], S], build_spec: Callable[[S], ServiceSpec]) -> None:
-    """Entry point of `python -m services.<name> [serve|migrate]`."""
+    """Entry point of `python -m services.<name> [serve|migrate]`.
+
+    Args:
+        read_settings: reads the service's settings from the environment.
+        build_spec: builds the service's spec from them.
+    """
     # First: a preStop's SIGUSR1 during start-up must not kill the process (default action).
     signal.signal(signal.SIGUSR1, _drain_before_loop)
     command = sys.argv[1] if len(sys.argv) > 1 else "serve"

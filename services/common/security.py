@@ -25,7 +25,14 @@ IDENTITY_PROPERTIES = ("x509_common_name", "x509_subject_alternative_name")
 
 
 def server_credentials(tls: GrpcTls) -> grpc.ServerCredentials:
-    """The server's certificate; with mutual TLS, callers must present one signed by the CA."""
+    """The server's certificate; with mutual TLS, callers must present one signed by the CA.
+
+    Args:
+        tls: the TLS settings (GRPC_TLS_*).
+
+    Returns:
+        The server credentials.
+    """
     return grpc.ssl_server_credentials(
         [(tls.private_key(), tls.cert_chain())],
         root_certificates=tls.root_certificates(),
@@ -35,7 +42,14 @@ def server_credentials(tls: GrpcTls) -> grpc.ServerCredentials:
 
 def channel_credentials(tls: GrpcTls | None) -> grpc.ChannelCredentials | None:
     """For outgoing channels: verify the server against the CA and present our certificate
-    (the service's own), so mutual-TLS servers can tell who calls. None = plaintext."""
+    (the service's own), so mutual-TLS servers can tell who calls. None = plaintext.
+
+    Args:
+        tls: the TLS settings, or None.
+
+    Returns:
+        The channel credentials, or None for plaintext.
+    """
     if tls is None:
         return None
     return grpc.ssl_channel_credentials(
@@ -47,7 +61,14 @@ def channel_credentials(tls: GrpcTls | None) -> grpc.ChannelCredentials | None:
 
 def peer_identities(context: grpc.aio.ServicerContext[Any, Any]) -> frozenset[str]:
     """The names the TLS handshake verified for the caller: its certificate's CN and SANs.
-    Empty on a plaintext connection (nothing is verified there)."""
+    Empty on a plaintext connection (nothing is verified there).
+
+    Args:
+        context: the call's context.
+
+    Returns:
+        The verified names (empty without TLS).
+    """
     auth = context.auth_context()
     names: set[str] = set()
     for prop in IDENTITY_PROPERTIES:

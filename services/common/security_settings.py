@@ -40,7 +40,14 @@ SECURITY_VARIABLES = frozenset(
 def redact_url(url: str) -> str:
     """The URL with its password (if any) replaced by ***; safe to log. Outside a database
     URL a user without a password is a token (nats://TOKEN@host, as nats-py reads it): ***
-    too; a database user alone is no secret (`make run` prints where to connect)."""
+    too; a database user alone is no secret (`make run` prints where to connect).
+
+    Args:
+        url: a URL.
+
+    Returns:
+        The URL, safe to log.
+    """
     try:
         parts = urlsplit(url)
         token = parts.username is not None and not parts.scheme.startswith("postgres")
@@ -59,7 +66,14 @@ def redact_url(url: str) -> str:
 
 
 def redact_urls(urls: str) -> str:
-    """A comma-separated list of URLs (NATS_URL), each redacted."""
+    """A comma-separated list of URLs (NATS_URL), each redacted.
+
+    Args:
+        urls: comma-separated URLs.
+
+    Returns:
+        The same, each safe to log.
+    """
     return ",".join(redact_url(url.strip()) for url in urls.split(","))
 
 

@@ -35,7 +35,14 @@ Record = Any  # asyncpg.Record: row["column"], no attribute access
 
 @functools.lru_cache(maxsize=1024)
 def compile_named(sql: str) -> tuple[str, tuple[str, ...]]:
-    """`… WHERE a = :a AND b = :b OR a2 = :a` → (`… $1 … $2 … $1`, ("a", "b"))."""
+    """`… WHERE a = :a AND b = :b OR a2 = :a` → (`… $1 … $2 … $1`, ("a", "b")).
+
+    Args:
+        sql: a statement with `:name` parameters.
+
+    Returns:
+        (the statement with `$n` placeholders, the names in their order).
+    """
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -133,7 +140,14 @@ class Sql:
 def leaves_connection_unusable(error: BaseException | None) -> bool:
     """After this error the connection may be dead, or still inside an operation (a call
     cancelled or timed out mid-statement, a connection caught while its server goes away):
-    it must not go back to the pool."""
+    it must not go back to the pool.
+
+    Args:
+        error: what the operation raised, or None.
+
+    Returns:
+        True when the connection must be discarded, not pooled.
+    """
     if error is None:
         return False
     return isinstance(error, asyncio.CancelledError | asyncpg.InterfaceError) or (

@@ -27,7 +27,14 @@ TRACEPARENT = "traceparent"
 
 
 def configured(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether the environment configures a trace exporter."""
+    """Whether the environment configures a trace exporter.
+
+    Args:
+        environ: the environment (default: the process's).
+
+    Returns:
+        True when an OTEL_* setting asks for an exporter.
+    """
     env = os.environ if environ is None else environ
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
@@ -42,7 +49,14 @@ def configured(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def setup(service: str) -> bool:
-    """Install the SDK's tracer provider when the environment asks for traces."""
+    """Install the SDK's tracer provider when the environment asks for traces.
+
+    Args:
+        service: the service's name (`service.name` of its spans).
+
+    Returns:
+        True when tracing is on.
+    """
     global ENABLED, _provider
     if not configured():
         return False
@@ -89,7 +103,11 @@ def shutdown() -> None:
 
 def server_interceptors() -> list[Any]:
     """The OpenTelemetry gRPC server interceptor (outermost), or none when tracing is off.
-    Health checks make no spans: probes call them every few seconds."""
+    Health checks make no spans: probes call them every few seconds.
+
+    Returns:
+        The interceptors to put outermost.
+    """
     if not ENABLED:
         return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
@@ -99,7 +117,11 @@ def server_interceptors() -> list[Any]:
 
 
 def client_interceptors() -> list[Any]:
-    """The OpenTelemetry client interceptors when tracing is on; none otherwise."""
+    """The OpenTelemetry client interceptors when tracing is on; none otherwise.
+
+    Returns:
+        The interceptors for outgoing channels.
+    """
     if not ENABLED:
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
@@ -108,7 +130,11 @@ def client_interceptors() -> list[Any]:
 
 
 def current_traceparent() -> str | None:
-    """The W3C traceparent of the active span (None when off or outside a span)."""
+    """The W3C traceparent of the active span (None when off or outside a span).
+
+    Returns:
+        The traceparent header value, or None.
+    """
     if not ENABLED:
         return None
     from opentelemetry import propagate
@@ -119,7 +145,11 @@ def current_traceparent() -> str | None:
 
 
 def log_ids() -> tuple[str, str] | None:
-    """(trace_id, span_id) in hex of the active span, for log lines."""
+    """(trace_id, span_id) in hex of the active span, for log lines.
+
+    Returns:
+        (trace_id, span_id), or None outside a span.
+    """
     if not ENABLED:
         return None
     from opentelemetry import trace
@@ -135,7 +165,17 @@ def consumer_span(
     consumer: str, subject: str, event_id: str, headers: Mapping[str, str] | None
 ) -> Iterator[None]:
     """A CONSUMER span for one event, child of the producer's `traceparent` (a new trace if it
-    has none); nothing at all when tracing is off."""
+    has none); nothing at all when tracing is off.
+
+    Args:
+        consumer: the durable consumer's name.
+        subject: the event's subject.
+        event_id: the event's id.
+        headers: the message's headers (its `traceparent`).
+
+    Returns:
+        A context manager around the event's handling.
+    """
     if not ENABLED:
         yield
         return

@@ -29,22 +29,47 @@ class MoneyMessage(Protocol):
 
 
 def canonical_id(value: str) -> str:
-    """A UUID the rules accepted (any case), spelled the one way the mesh stores it."""
+    """A UUID the rules accepted (any case), spelled the one way the mesh stores it.
+
+    Args:
+        value: a UUID the rules accepted.
+
+    Returns:
+        It in lower case.
+    """
     return value.lower()
 
 
 def money(value: MoneyMessage) -> Money:
-    """A checked amount; the empty currency means USD."""
+    """A checked amount; the empty currency means USD.
+
+    Args:
+        value: a `shop.common.v1.Money`.
+
+    Returns:
+        The amount.
+    """
     return Money(value.currency_code or DEFAULT_CURRENCY, value.minor_units)
 
 
 def page_size(value: int) -> int:
-    """0 means the default; larger sizes are capped (the rules refuse negative ones)."""
+    """0 means the default; larger sizes are capped (the rules refuse negative ones).
+
+    Args:
+        value: the requested page size.
+
+    Returns:
+        The page size to use.
+    """
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def refuse(violations: Sequence[FieldViolation]) -> None:
-    """Raise one InvalidArgument naming every violation, if there is any."""
+    """Raise one InvalidArgument naming every violation, if there is any.
+
+    Args:
+        violations: the bad fields.
+    """
     if violations:
         fields = ", ".join(dict.fromkeys(v.field for v in violations))
         raise InvalidArgument(f"the request has invalid fields: {fields}", violations)
