@@ -83,7 +83,7 @@ fmt: venv ## Format Python and proto sources
 	$(BIN)/buf format -w
 
 .PHONY: generate
-generate: venv ## Regenerate gen/ from proto/ (messages, .pyi stubs, gRPC stubs)
+generate: venv ## Regenerate gen/ from proto/ (messages, .pyi stubs, gRPC and Connect stubs)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --out gen
 
 .PHONY: generate-check

@@ -1,7 +1,9 @@
-"""Generate gen/ from proto/: messages (_pb2.py), typed stubs (.pyi) and gRPC stubs.
+"""Generate gen/ from proto/: messages (_pb2.py), typed stubs (.pyi), gRPC stubs, and the
+Connect stubs (_connect.py: the ASGI app and client of each service, for google.protobuf
+messages, asyncio only).
 
-Uses the protoc bundled in grpcio-tools and the mypy-protobuf plugins, both pinned in
-pyproject.toml, so every machine produces byte-identical output.
+Uses the protoc bundled in grpcio-tools, the mypy-protobuf plugins and protoc-gen-connectrpc,
+all pinned in pyproject.toml, so every machine produces byte-identical output.
 
     python scripts/generate.py --out gen     # regenerate
     python scripts/generate.py --check       # fail if gen/ differs from a fresh generation
@@ -39,10 +41,13 @@ def generate(out: Path) -> None:
         f"--proto_path={PROTO_DIR}",
         f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
         f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
+        f"--plugin=protoc-gen-connectrpc={_plugin('protoc-gen-connectrpc')}",
         f"--python_out={out}",
         f"--mypy_out={out}",
         f"--grpc_python_out={out}",
         f"--mypy_grpc_out={out}",
+        f"--connectrpc_out={out}",
+        "--connectrpc_opt=protobuf=google,io=async",
         *protos,
     ]
     subprocess.run(cmd, check=True, cwd=PROTO_DIR)

@@ -4,6 +4,7 @@ retention, metrics and traces. Service packages import from here; nothing here i
 service."""
 
 __all__ = [
+    "connect",
     "db",
     "errors",
     "eventloop",

@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import eventloop, metrics, tracing
+from services.common.connect import ConnectDoor, ConnectOptions
 from services.common.db import create_engine, is_connection_error
 from services.common.events import DEADLETTER, OWN_STREAM
 from services.common.grpc_server import GrpcServer, create_server
@@ -84,6 +85,9 @@ class Wiring:
 
     register: Sequence[Callable[[grpc.aio.Server], None]]
     service_names: Sequence[str]
+    # Full service name → the servicer the gRPC server calls, served over Connect as well
+    # (services/common/connect.py) on the HTTP port.
+    servicers: Mapping[str, object] = field(default_factory=dict)
     consumers: Sequence[Consumer] = ()
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     # The service's own tables to prune, besides the shared outbox, inbox and request ids.
@@ -178,7 +182,20 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
             credentials=server_credentials(settings.grpc_tls) if settings.grpc_tls else None,
             interceptors=[AuthorizationInterceptor(settings.authz)] if settings.authz else [],
         )
-        http = HttpServer(settings.host, settings.http_port, HttpApp(_serving(server)))
+        door = ConnectDoor(
+            wiring.servicers,
+            ConnectOptions(
+                max_message_bytes=settings.max_message_bytes,
+                authz=settings.authz,
+                cors_origins=settings.http_cors_origins,
+            ),
+        )
+        http = HttpServer(
+            settings.host,
+            settings.http_port,
+            HttpApp(_serving(server), door),
+            tls=settings.grpc_tls,
+        )
         await http.start()
         jobs: list[Coroutine[Any, Any, None]] = [messaging.connect(), relay.run()]
         jobs += [consumer.run() for consumer in wiring.consumers]
@@ -197,7 +214,7 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         else:
             await server.set_serving(True)
             log.info(
-                "%s service SERVING on port %d (HTTP: /metrics, /healthz on port %d)",
+                "%s service SERVING on port %d (HTTP: Connect, /metrics, /healthz on port %d)",
                 settings.service,
                 server.port,
                 http.port,

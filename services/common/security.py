@@ -88,6 +88,29 @@ class NotAuthorized(PermissionDenied):
         )
 
 
+def refusal(policy: AuthzPolicy, method: str, identities: frozenset[str]) -> NotAuthorized | None:
+    """Whether the policy refuses the caller, the one decision both doors (gRPC and Connect)
+    make; a refusal is logged.
+
+    Args:
+        policy: the authorization rules.
+        method: the full method path (`/shop.payment.v1.PaymentService/ProcessPayment`).
+        identities: the caller's verified names (empty when nothing is verified).
+
+    Returns:
+        The error to answer with, or None when the call is allowed.
+    """
+    if policy.allowed(method, identities):
+        return None
+    log.warning(
+        "refused %s to %s",
+        method,
+        ",".join(sorted(identities)) or "an unverified caller",
+        extra={"rpc": method, "caller": sorted(identities)},
+    )
+    return NotAuthorized(method, identities)
+
+
 Continuation = Callable[
     [grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]
 ]
@@ -102,16 +125,8 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         self.policy = policy
 
     def _check(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        identities = peer_identities(context)
-        if self.policy.allowed(method, identities):
-            return None
-        log.warning(
-            "refused %s to %s",
-            method,
-            ",".join(sorted(identities)) or "an unverified caller",
-            extra={"rpc": method, "caller": sorted(identities)},
-        )
-        return to_rpc_status(NotAuthorized(method, identities))
+        refused = refusal(self.policy, method, peer_identities(context))
+        return None if refused is None else to_rpc_status(refused)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails

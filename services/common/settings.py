@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -77,6 +78,17 @@ class Env:
             self.problems.append(f"{name} must be at least {minimum}, got {value}")
             return default
         return value
+
+    def origins(self, name: str) -> frozenset[str]:
+        """A comma-separated list of web origins (`https://shop.example`), or `*`."""
+        raw = self.environ.get(name, "")
+        origins = frozenset(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+        for origin in sorted(origins):
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                self.problems.append(
+                    f"{name}: {origin!r} is not an origin (scheme://host[:port], or *)"
+                )
+        return origins
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         """One of `choices`; a problem is noted otherwise."""
@@ -155,6 +167,8 @@ class CoreSettings:
     # HMAC key of page tokens (services/common/paging.py): PAGE_TOKEN_KEY, the same on every
     # replica; unset, derived from the database URL (which every replica shares).
     page_token_key: bytes = b""
+    # Origins whose browser pages may call the Connect door (HTTP_CORS_ORIGINS; "*" = any).
+    http_cors_origins: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:  # the URLs without their passwords, never the key
         shown = {
@@ -202,4 +216,5 @@ class CoreSettings:
             nats_security=NatsSecurity.read(env),
             retention=Retention.read(env),
             page_token_key=env.page_token_key() or derived_key(database_url),
+            http_cors_origins=env.origins("HTTP_CORS_ORIGINS"),
         )

@@ -196,3 +196,31 @@ def consumer_span(
         },
     ):
         yield
+
+
+@contextlib.contextmanager
+def server_span(method: str, headers: Mapping[str, str]) -> Iterator[None]:
+    """A SERVER span for one call of the Connect door, child of the caller's `traceparent`
+    (the gRPC door's spans come from the OpenTelemetry interceptor); nothing when off.
+
+    Args:
+        method: the full method path.
+        headers: the request's headers (its `traceparent`).
+
+    Returns:
+        A context manager around the call.
+    """
+    if not ENABLED:
+        yield
+        return
+    from opentelemetry import propagate, trace
+
+    service, _, name = method.lstrip("/").rpartition("/")
+    tracer = trace.get_tracer("services.common.connect")
+    with tracer.start_as_current_span(
+        method.lstrip("/"),
+        context=propagate.extract(dict(headers)),
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "connect_rpc", "rpc.service": service, "rpc.method": name},
+    ):
+        yield

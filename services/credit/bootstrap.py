@@ -33,6 +33,7 @@ def build_spec(settings: CreditSettings) -> ServiceSpec:
                 )
             ],
             service_names=[SERVICE_NAME],
+            servicers={SERVICE_NAME: api},
             consumers=consumers(unit_of_work, runtime.messaging, settings.reservation_ttl_seconds),
             background=[sweeper.run],
             prune=prune_rules(settings.core.retention),

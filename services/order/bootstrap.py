@@ -27,6 +27,7 @@ def build_spec(settings: OrderSettings) -> ServiceSpec:
                 )
             ],
             service_names=[SERVICE_NAME],
+            servicers={SERVICE_NAME: api},
             consumers=consumers(unit_of_work, runtime.messaging),
             background=[feed.run],
         )

@@ -59,6 +59,7 @@ def build_spec(settings: PaymentSettings) -> ServiceSpec:
                 )
             ],
             service_names=[SERVICE_NAME],
+            servicers={SERVICE_NAME: api},
             consumers=consumers(unit_of_work, runtime.messaging),
             background=[settler.run],
             prune=prune_rules(settings.core.retention),

@@ -86,6 +86,7 @@ class Served:
     targets: dict[str, str]  # full service name -> target
     pools: dict[str, descriptor_pool.DescriptorPool]  # target -> reflection-backed pool
     channels: dict[str, grpc.Channel]  # target -> channel
+    http: dict[str, str]  # target -> the same process's HTTP port (host:port): the Connect door
 
     def target(self, service: str) -> str:
         if service not in self.targets:
@@ -101,13 +102,19 @@ class Served:
     def pool(self, service: str) -> descriptor_pool.DescriptorPool:
         return self.pools[self.target(service)]
 
+    def http_address(self, service: str) -> str:
+        """The HTTP port of the process that serves `service` over gRPC."""
+        return self.http[self.target(service)]
+
 
 @pytest.fixture(scope="session")
 def served(mesh: LocalMesh) -> Iterator[Served]:
     targets: dict[str, str] = {}
     pools: dict[str, descriptor_pool.DescriptorPool] = {}
     channels: dict[str, grpc.Channel] = {}
+    http: dict[str, str] = {}
     for process in mesh.services.values():
+        http[process.target] = process.http_address
         channel = grpc.insecure_channel(process.target)
         database = ProtoReflectionDescriptorDatabase(channel)
         channels[process.target] = channel
@@ -115,7 +122,7 @@ def served(mesh: LocalMesh) -> Iterator[Served]:
         for service in database.get_services():
             targets.setdefault(service, process.target)
     try:
-        yield Served(targets, pools, channels)
+        yield Served(targets, pools, channels, http)
     finally:
         for channel in channels.values():
             channel.close()

@@ -1,0 +1,241 @@
+"""The HTTP/JSON door (DESIGN §9) end to end: the seed story over Connect only, from the
+standard library's HTTP client (as curl would), against the three services as separate
+processes; then what the door refuses, and how its errors read.
+
+The same request over both doors is one request: a `request_id` spent over gRPC replays its
+answer over Connect."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from connectrpc.errors import ConnectError
+
+from services.localmesh.mesh import LocalMesh
+from shop.credit.v1 import credit_service_pb2
+from shop.payment.v1 import payment_service_pb2
+from shop.payment.v1.payment_service_connect import PaymentServiceClient
+from tests.conftest import Infra
+from tests.e2e.connect_http import ConnectHttp
+from tests.e2e.shop import Shop, events_of, eventually, new_id, usd
+
+pytestmark = pytest.mark.e2e
+
+ORDERS = "/shop.order.v1.OrderService/"
+CREDITS = "/shop.credit.v1.CreditService/"
+PAYMENTS = "/shop.payment.v1.PaymentService/"
+
+
+@pytest.fixture(scope="module")
+def doors(mesh: LocalMesh) -> dict[str, ConnectHttp]:
+    return {name: ConnectHttp(process.http_address) for name, process in mesh.services.items()}
+
+
+@pytest.fixture
+async def shop(mesh: LocalMesh) -> AsyncIterator[Shop]:
+    channels = {name: grpc.aio.insecure_channel(s.target) for name, s in mesh.services.items()}
+    client = Shop.connect(channels)
+    try:
+        yield client
+        await client.check_books()  # the money adds up, whichever door moved it
+    finally:
+        for channel in channels.values():
+            await channel.close()
+
+
+def money(minor_units: int) -> dict[str, object]:
+    return {"currencyCode": "USD", "minorUnits": str(minor_units)}
+
+
+async def test_the_seed_story_over_http_and_json_only(
+    doors: dict[str, ConnectHttp], shop: Shop, infra: Infra
+) -> None:
+    order_door, credit_door, payment_door = doors["order"], doors["credit"], doors["payment"]
+    customer = new_id()
+    shop.customers.add(customer)
+
+    topped = credit_door.ok(
+        CREDITS + "TopUpCredits",
+        {"customerId": customer, "amount": money(20000), "requestId": new_id()},
+    )
+    assert topped["account"]["available"]["minorUnits"] == "20000"
+
+    created = order_door.ok(
+        ORDERS + "CreateOrder",
+        {
+            "customerId": customer,
+            "items": [{"sku": "book", "quantity": 1, "unitPrice": money(15000)}],
+            "requestId": new_id(),
+        },
+    )
+    order_id = created["order"]["orderId"]
+    assert created["order"]["status"] == "ORDER_STATUS_PENDING"
+
+    # Wait for RESERVED as a browser would: the order's stream, cut at 3 s (Connect-Timeout-Ms).
+    messages, end = order_door.stream(ORDERS + "WatchOrder", {"orderId": order_id}, timeout_ms=3000)
+    statuses = [m["order"]["status"] for m in messages]
+    assert statuses[-1] == "ORDER_STATUS_RESERVED", statuses
+    assert end.get("error", {}).get("code", "deadline_exceeded") == "deadline_exceeded", end
+    reserved = messages[-1]["order"]
+
+    paid = payment_door.ok(
+        PAYMENTS + "ProcessPayment",
+        {
+            "orderId": order_id,
+            "customerId": customer,
+            "reservationId": reserved["reservationId"],
+            "amount": money(15000),
+            "paymentMethod": "PAYMENT_METHOD_CREDIT_CARD",
+            "requestId": new_id(),
+        },
+    )
+    assert paid["success"] is True, paid
+    payment_id = paid["payment"]["paymentId"]
+
+    refunded = payment_door.ok(
+        PAYMENTS + "RefundPayment",
+        {
+            "paymentId": payment_id,
+            "amount": money(5000),
+            "reason": "one page torn",
+            "requestId": new_id(),
+        },
+    )
+    assert refunded["refund"]["amount"]["minorUnits"] == "5000"
+    account = credit_door.ok(CREDITS + "GetCreditAccount", {"customerId": customer})["account"]
+    assert account["available"]["minorUnits"] == "5000"  # 20000 - 15000; the refund is async
+    # The same events as a gRPC saga: the door changed how the calls came in, nothing else.
+    found = await eventually(
+        lambda: events_of(infra.nats_url, customer),
+        lambda found: {"credits.captured", "credits.refunded"} <= set(found),
+    )
+    assert {"credits.topped_up", "credits.reserved", "payments.succeeded"} <= set(found)
+
+
+def test_watch_order_streams_until_the_order_can_change_no_more(
+    doors: dict[str, ConnectHttp],
+) -> None:
+    order_door = doors["order"]
+    created = order_door.ok(
+        ORDERS + "CreateOrder",
+        {
+            "customerId": new_id(),  # no account: the order is REJECTED
+            "items": [{"sku": "pen", "quantity": 1, "unitPrice": money(100)}],
+            "requestId": new_id(),
+        },
+    )
+    messages, end = order_door.stream(
+        ORDERS + "WatchOrder", {"orderId": created["order"]["orderId"]}
+    )
+    assert [m["order"]["status"] for m in messages][-1] == "ORDER_STATUS_REJECTED", messages
+    assert end == {}, end  # the stream ended cleanly, without an error
+
+
+async def test_a_request_id_spent_over_grpc_replays_its_answer_over_connect(
+    doors: dict[str, ConnectHttp], shop: Shop
+) -> None:
+    customer = shop.new_customer()
+    request_id = new_id()
+    over_grpc = await shop.credit.TopUpCredits(
+        credit_service_pb2.TopUpCreditsRequest(
+            customer_id=customer, amount=usd(700), request_id=request_id
+        )
+    )
+    replayed = doors["credit"].ok(
+        CREDITS + "TopUpCredits",
+        {"customerId": customer, "amount": money(700), "requestId": request_id},
+    )
+    assert replayed["account"]["available"]["minorUnits"] == str(
+        over_grpc.account.available.minor_units
+    )
+    assert (await shop.account(customer)).available.minor_units == 700  # applied once
+
+
+def test_the_request_id_header_is_echoed_or_given(doors: dict[str, ConnectHttp]) -> None:
+    mine = new_id()
+    answer = doors["order"].call(ORDERS + "GetOrder", {"orderId": new_id()}, x_request_id=mine)
+    assert answer.headers["x-request-id"] == mine
+    given = doors["order"].call(ORDERS + "GetOrder", {"orderId": new_id()})
+    assert len(given.headers["x-request-id"]) == 36
+
+
+def test_errors_carry_the_connect_code_the_http_status_and_the_grpc_details(
+    doors: dict[str, ConnectHttp],
+) -> None:
+    missing = doors["order"].call(ORDERS + "GetOrder", {"orderId": new_id()})
+    assert (missing.status, missing.code, missing.reason()) == (404, "not_found", "ORDER_NOT_FOUND")
+
+    invalid = doors["payment"].call(PAYMENTS + "GetPayment", {"paymentId": "not-a-uuid"})
+    assert (invalid.status, invalid.code) == (400, "invalid_argument")
+    debug = {d["type"]: d.get("debug") for d in invalid.json()["details"]}
+    assert debug["google.rpc.BadRequest"]["fieldViolations"][0]["field"] == "payment_id"
+    assert "uuid" in invalid.violations()["payment_id"].lower()
+
+    empty = doors["credit"].call(CREDITS + "TopUpCredits", {})
+    assert (empty.status, empty.code) == (400, "invalid_argument")
+    assert set(empty.violations()) == {"customer_id", "amount", "request_id"}
+
+
+def test_what_the_door_refuses_before_any_handler(
+    doors: dict[str, ConnectHttp], mesh: LocalMesh
+) -> None:
+    door = doors["payment"]
+    typo = door.call(PAYMENTS + "GetPayment", {"paymentId": new_id(), "paymnetId": "x"})
+    assert (typo.status, typo.code) == (400, "invalid_argument"), typo.body
+
+    garbage = door.request(
+        PAYMENTS + "GetPayment", b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert (garbage.status, garbage.code) == (400, "invalid_argument"), garbage.body
+
+    unknown = door.call(PAYMENTS + "Frobnicate", {})
+    assert unknown.status == 404
+    other_service = door.call(ORDERS + "GetOrder", {"orderId": new_id()})
+    assert other_service.status == 404  # Order's routes are on Order's port only
+
+    got = door.request(PAYMENTS + "GetPayment", b"", method="GET")
+    assert (got.status, got.headers.get("allow")) == (405, "POST")
+
+    text = door.request(PAYMENTS + "GetPayment", b"hi", headers={"Content-Type": "text/plain"})
+    assert text.status == 415
+
+    grpc_over_http1 = door.request(
+        PAYMENTS + "GetPayment", b"", headers={"Content-Type": "application/grpc"}
+    )
+    assert grpc_over_http1.status == 415
+
+    limit = 4 * 1024 * 1024  # GRPC_MAX_MESSAGE_BYTES, the mesh's default
+    big = json.dumps({"paymentId": new_id(), "padding": "x" * limit}).encode()
+    too_big = door.request(
+        PAYMENTS + "GetPayment", big, headers={"Content-Type": "application/json"}
+    )
+    assert (too_big.status, too_big.code) == (429, "resource_exhausted"), too_big.body[:200]
+
+    preflight = door.request(
+        PAYMENTS + "ProcessPayment",
+        b"",
+        method="OPTIONS",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers  # no origin is allowed
+
+
+@pytest.fixture
+async def payment_client(mesh: LocalMesh) -> AsyncIterator[PaymentServiceClient]:
+    async with PaymentServiceClient(f"http://{mesh.services['payment'].http_address}") as client:
+        yield client
+
+
+async def test_the_generated_connect_client_speaks_binary_protobuf(
+    payment_client: PaymentServiceClient,
+) -> None:
+    with pytest.raises(ConnectError) as refused:
+        await payment_client.get_payment(payment_service_pb2.GetPaymentRequest(payment_id=new_id()))
+    assert refused.value.code.value == "not_found"
+    listed = await payment_client.list_payments(
+        payment_service_pb2.ListPaymentsRequest(order_id=new_id())
+    )
+    assert list(listed.payments) == []
