@@ -146,7 +146,9 @@ def _translate(error: Exception, method: str) -> ConnectError:
 
 class _CallContext:
     """What a gRPC servicer reads from its context, answered from the Connect request: the
-    time left before the caller's deadline (`Connect-Timeout-Ms`)."""
+    time left before the caller's deadline (`Connect-Timeout-Ms`). A generated base method
+    (declared, not implemented) sets a code before raising NotImplementedError, which
+    becomes `unimplemented`; the code it sets is not needed."""
 
     def __init__(self, ctx: RequestContext[Any, Any]) -> None:
         self._ctx = ctx
@@ -154,6 +156,12 @@ class _CallContext:
     def time_remaining(self) -> float | None:
         remaining = self._ctx.timeout_ms
         return None if remaining is None else max(remaining / 1000.0, 0.0)
+
+    def set_code(self, code: object) -> None:
+        pass
+
+    def set_details(self, details: str) -> None:
+        pass
 
 
 def _snake(name: str) -> str:

@@ -8,6 +8,7 @@ import base64
 import http.client
 import json
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ class ConnectHttp:
     def request(
         self,
         path: str,
-        body: bytes,
+        body: bytes | Iterable[bytes],
         *,
         method: str = "POST",
         headers: dict[str, str] | None = None,
