@@ -120,6 +120,8 @@ def test_the_typed_client_compiles_against_buf_generate_and_runs_the_saga(
         "ORDER_TARGET": mesh.services["order"].target,
         "CREDIT_TARGET": mesh.services["credit"].target,
         "PAYMENT_TARGET": mesh.services["payment"].target,
+        "ORDER_HTTP": mesh.services["order"].http_address,
+        "PAYMENT_HTTP": mesh.services["payment"].http_address,
     }
     result = subprocess.run(
         [tool("node"), str(tmp_path / "dist" / "typed_client.js")],
@@ -133,6 +135,7 @@ def test_the_typed_client_compiles_against_buf_generate_and_runs_the_saga(
     assert summary["order_status"] == "PAID"
     assert summary["payment_status"] == "SUCCEEDED"
     assert summary["payment_method"] == "GOOGLE_PAY"
+    assert summary["connect_watched"] == "PAID"  # the Connect-ES client over the HTTP door
 
 
 def test_a_field_the_contract_does_not_have_fails_the_compilation(
