@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 import grpc
 import nats
+from connectrpc.compat._codec import ProtoJSONCodec
 
 from bench import checks
 from bench.echo import echo_stub
@@ -36,6 +37,7 @@ from services.localmesh.mesh import LocalMesh
 from shop.common.v1.money_pb2 import Money
 from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
 from shop.credit.v1 import events_pb2 as credit_events
+from shop.credit.v1.credit_service_connect import CreditServiceClient
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from shop.payment.v1 import events_pb2 as payment_events
 from shop.payment.v1 import payment_pb2, payment_service_pb2, payment_service_pb2_grpc
@@ -463,11 +465,11 @@ class Bench:
                     total=usd(PRICE),
                 )
             )
-            self.progress.say(f"phase 1/5: echo baseline, {config.concurrency} callers")
+            self.progress.say(f"phase 1/6: echo baseline, {config.concurrency} callers")
             baseline = await self._echo_phase("echo", echo_target, message)
             self._record("echo", baseline)
             self.progress.say(
-                f"phase 1/5: fan-out ceiling (1 call in, 2 out at once), {config.concurrency}"
+                f"phase 1/6: fan-out ceiling (1 call in, 2 out at once), {config.concurrency}"
                 " callers"
             )
             self._record("fanout", await self._echo_phase("fanout", fanout_target, message))
@@ -476,10 +478,17 @@ class Bench:
             savers = [new_id() for _ in range(config.users)]
             await asyncio.gather(*(self._top_up(client, c) for c in payers + savers))
 
+            # Phase 2: the same read through both doors, gRPC then Connect JSON (DESIGN §9).
+            self.progress.say(
+                f"phase 2/6: GetCreditAccount over gRPC, then over Connect JSON,"
+                f" {config.concurrency} callers"
+            )
+            await self._door_phases(mesh, client, payers, monitor)
+
             # Phase 2: pre-reserved orders, then ProcessPayment on each once.
             cap = max(50, math.ceil(baseline.summary().rate * config.seconds * 0.6))
             self.progress.say(
-                f"phase 2/5: preparing up to {cap} reserved orders ({config.seconds / 2:.0f} s max)"
+                f"phase 3/6: preparing up to {cap} reserved orders ({config.seconds / 2:.0f} s max)"
             )
             prepared: list[order_pb2.Order] = []
             customer_of = itertools.cycle(payers)
@@ -496,7 +505,7 @@ class Bench:
             reserved: collections.deque[order_pb2.Order] = collections.deque()
             await self._wait_reserved(client, prepared, reserved)
             self.progress.say(
-                f"phase 2/5: ProcessPayment on {len(reserved)} reserved orders,"
+                f"phase 3/6: ProcessPayment on {len(reserved)} reserved orders,"
                 f" {config.concurrency} callers"
             )
 
@@ -527,7 +536,7 @@ class Bench:
                     await client.pay(order)
                     await waiter.until(order_pb2.ORDER_STATUS_PAID)
 
-            self.progress.say(f"phase 3/5: sagas at full speed, {config.users} virtual users")
+            self.progress.say(f"phase 4/6: sagas at full speed, {config.users} virtual users")
             before, reads = monitor.cpu(), client.order_reads
             full = await closed_loop("saga", config.users, config.seconds, saga, self.progress)
             await self._settle(mesh.database_url)
@@ -536,7 +545,7 @@ class Bench:
 
             # Phase 4: sagas at half the throughput just measured: latency under a sane load.
             half_rate = max(full.summary().rate / 2, 0.5)
-            self.progress.say(f"phase 4/5: sagas at half that rate ({half_rate:.1f}/s)")
+            self.progress.say(f"phase 5/6: sagas at half that rate ({half_rate:.1f}/s)")
             before, reads = monitor.cpu(), client.order_reads
             half = await open_loop("saga-half", half_rate, config.seconds, saga, self.progress)
             await self._settle(mesh.database_url)
@@ -544,7 +553,7 @@ class Bench:
             self._record_reads("saga_half", client.order_reads - reads)
             self.results["saga_half"]["target_rate"] = round(half_rate, 2)
 
-            self.progress.say("phase 5/5: event lag, cost, and the books")
+            self.progress.say("phase 6/6: event lag, cost, and the books")
             self.results["event_lag"] = {
                 name: lag_summary(
                     await checks.event_lags(mesh.database_url, run.started_at, run.ended_at)
@@ -563,6 +572,38 @@ class Bench:
             name: round(value / 2**20, 1) for name, value in monitor.peaks().items()
         }
         self._ratios()
+
+    async def _door_phases(
+        self, mesh: LocalMesh, client: Client, customers: list[str], monitor: Monitor
+    ) -> None:
+        """GetCreditAccount over gRPC, then the same over Connect JSON from the generated
+        client (HTTP/1.1, keep-alive): `connect_vs_grpc` is the second's rate over the first's,
+        and each phase's CPU is Credit's own per call."""
+        config = self.config
+        requests = [credit_service_pb2.GetCreditAccountRequest(customer_id=c) for c in customers]
+
+        async def over_grpc(caller: int) -> None:
+            await client.credit.GetCreditAccount(requests[caller % len(requests)], timeout=30)
+
+        before = monitor.cpu()
+        grpc_run = await closed_loop(
+            "read-grpc", config.concurrency, config.seconds, over_grpc, self.progress
+        )
+        self._record("read_grpc", grpc_run, cpu=_only(_delta(monitor.cpu(), before), "credit"))
+        address = f"http://{mesh.services['credit'].http_address}"
+        async with CreditServiceClient(address, codec=ProtoJSONCodec(), timeout_ms=30_000) as http:
+
+            async def over_connect(caller: int) -> None:
+                await http.get_credit_account(requests[caller % len(requests)])
+
+            await over_connect(0)  # connected before the clock starts
+            before = monitor.cpu()
+            connect_run = await closed_loop(
+                "read-connect", config.concurrency, config.seconds, over_connect, self.progress
+            )
+        self._record(
+            "read_connect", connect_run, cpu=_only(_delta(monitor.cpu(), before), "credit")
+        )
 
     async def _echo_phase(self, name: str, target: str, message: Any) -> PhaseResult:
         async with grpc.aio.insecure_channel(target) as channel:
@@ -637,9 +678,22 @@ class Bench:
         self.results["payment_vs_fanout"] = ratio(
             float(self.results["payment"]["rate"]), fanout_rate
         )
+        # The HTTP/JSON door against the gRPC one, for the same read (DESIGN §9).
+        self.results["connect_vs_grpc"] = ratio(
+            float(self.results["read_connect"]["rate"]), float(self.results["read_grpc"]["rate"])
+        )
         errors = {
             name: self.results[name]["errors"]
-            for name in ("echo", "fanout", "create_order", "payment", "saga", "saga_half")
+            for name in (
+                "echo",
+                "fanout",
+                "read_grpc",
+                "read_connect",
+                "create_order",
+                "payment",
+                "saga",
+                "saga_half",
+            )
             if self.results[name]["errors"]
         }
         problems = list(self.results["books"]["problems"])
@@ -647,6 +701,10 @@ class Bench:
         problems += [f"{count} errors in phase {name}" for name, count in errors.items()]
         self.results["ok"] = not problems
         self.results["problems"] = problems
+
+
+def _only(cpu: dict[str, float], name: str) -> dict[str, float]:
+    return {name: cpu.get(name, 0.0)}
 
 
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:

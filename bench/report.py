@@ -9,6 +9,8 @@ from typing import Any
 PHASES = (
     ("echo", "echo baseline (req)"),
     ("fanout", "fan-out ceiling (req)"),
+    ("read_grpc", "GetCreditAccount gRPC"),
+    ("read_connect", "GetCreditAccount JSON"),
     ("create_order", "CreateOrder (prep)"),
     ("payment", "ProcessPayment"),
     ("saga", "saga, full speed"),
@@ -73,6 +75,14 @@ def table(results: dict[str, Any]) -> str:
         f" payment_vs_echo; ProcessPayment reaches {_num(results.get('payment_vs_fanout'), 3)}"
         " of it)"
     )
+    if "connect_vs_grpc" in results:
+        grpc_cpu = results["read_grpc"].get("cpu_seconds_per_op")
+        connect_cpu = results["read_connect"].get("cpu_seconds_per_op")
+        lines.append(
+            f"connect_vs_grpc {_num(results['connect_vs_grpc'], 3)} (GetCreditAccount over"
+            f" Connect JSON / over gRPC; Credit's CPU per call {_num(connect_cpu, 5)} s vs"
+            f" {_num(grpc_cpu, 5)} s)"
+        )
     books = results.get("books", {})
     lines.append(
         f"books: {'OK' if books.get('ok') else 'BROKEN'}"

@@ -16,7 +16,16 @@ from tests.conftest import Infra
 
 pytestmark = pytest.mark.e2e
 
-PHASES = ("echo", "fanout", "create_order", "payment", "saga", "saga_half")
+PHASES = (
+    "echo",
+    "fanout",
+    "read_grpc",
+    "read_connect",
+    "create_order",
+    "payment",
+    "saga",
+    "saga_half",
+)
 
 
 def test_bench_runs_every_phase_and_reports_every_figure(infra: Infra, tmp_path: Path) -> None:
@@ -49,6 +58,8 @@ def test_bench_runs_every_phase_and_reports_every_figure(infra: Infra, tmp_path:
     assert results["saga_vs_echo"] > 0
     assert results["fanout_vs_echo"] > 0
     assert results["payment_vs_fanout"] > 0
+    assert results["connect_vs_grpc"] > 0
+    assert set(results["read_connect"]["cpu_seconds"]) == {"credit"}
     assert results["event_lag"]["saga"]["events"] > 0
     assert results["books"]["ok"] is True
     assert results["books"]["payments_succeeded"] == results["books"]["orders_paid"]
@@ -61,6 +72,7 @@ def test_bench_runs_every_phase_and_reports_every_figure(infra: Infra, tmp_path:
     assert json.loads(out.read_text())["saga_vs_echo"] == results["saga_vs_echo"]
     assert "saga, full speed" in table(results)
     assert "GetOrder reads per saga" in table(results)
+    assert "connect_vs_grpc" in table(results)
     assert verdict(results).startswith("RESULT: OK")
 
 

@@ -105,12 +105,42 @@ async def test_the_seed_story_over_http_and_json_only(
         },
     )
     assert refunded["refund"]["amount"]["minorUnits"] == "5000"
-    account = credit_door.ok(CREDITS + "GetCreditAccount", {"customerId": customer})["account"]
-    assert account["available"]["minorUnits"] == "5000"  # 20000 - 15000; the refund is async
+
+    def available() -> str:
+        account = credit_door.ok(CREDITS + "GetCreditAccount", {"customerId": customer})
+        return str(account["account"]["available"]["minorUnits"])
+
+    async def read_available() -> str:
+        return available()
+
+    # 20000 - 15000 paid + 5000 refunded (asynchronously: payments.refunded → Credit).
+    assert await eventually(read_available, lambda value: value == "10000") == "10000"
+    # A second order, cancelled while RESERVED: its hold is released, the credits come back.
+    second = order_door.ok(
+        ORDERS + "CreateOrder",
+        {
+            "customerId": customer,
+            "items": [{"sku": "lamp", "quantity": 1, "unitPrice": money(4000)}],
+            "requestId": new_id(),
+        },
+    )["order"]
+    messages, _ = order_door.stream(
+        ORDERS + "WatchOrder", {"orderId": second["orderId"]}, timeout_ms=3000
+    )
+    assert messages[-1]["order"]["status"] == "ORDER_STATUS_RESERVED", messages
+    cancelled = order_door.ok(
+        ORDERS + "CancelOrder", {"orderId": second["orderId"], "reason": "changed my mind"}
+    )
+    assert cancelled["order"]["status"] == "ORDER_STATUS_CANCELLED"
+    released = await eventually(
+        lambda: shop.account(customer), lambda account: account.reserved.minor_units == 0
+    )
+    assert released.available.minor_units == 10000  # the hold of 4000 is released
+
     # The same events as a gRPC saga: the door changed how the calls came in, nothing else.
     found = await eventually(
         lambda: events_of(infra.nats_url, customer),
-        lambda found: {"credits.captured", "credits.refunded"} <= set(found),
+        lambda found: {"credits.captured", "credits.refunded", "credits.released"} <= set(found),
     )
     assert {"credits.topped_up", "credits.reserved", "payments.succeeded"} <= set(found)
 
@@ -185,6 +215,9 @@ def test_what_the_door_refuses_before_any_handler(
     door = doors["payment"]
     typo = door.call(PAYMENTS + "GetPayment", {"paymentId": new_id(), "paymnetId": "x"})
     assert (typo.status, typo.code) == (400, "invalid_argument"), typo.body
+
+    wrong_type = door.call(PAYMENTS + "ListPayments", {"orderId": new_id(), "pageSize": "ten"})
+    assert (wrong_type.status, wrong_type.code) == (400, "invalid_argument"), wrong_type.body
 
     garbage = door.request(
         PAYMENTS + "GetPayment", b"{not json", headers={"Content-Type": "application/json"}
