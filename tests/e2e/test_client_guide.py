@@ -45,7 +45,8 @@ def test_the_guide_has_its_sections_and_code() -> None:
     text = GUIDE.read_text()
     for topic in ("Deadlines", "request_id", "ErrorInfo", "BadRequest", "Watching", "TLS"):
         assert topic in text, topic
-    assert "does not exist yet" in text  # WatchOrder is announced, not pretended
+    assert "order_stub.WatchOrder(" in text  # waiting watches the order, no polling
+    assert "## Over HTTP and JSON (Connect)" in text
     assert len(blocks()) >= 5
 
 
@@ -55,6 +56,7 @@ def test_every_python_block_runs_against_the_mesh(mesh: LocalMesh, tmp_path: Pat
         "ORDER_TARGET": mesh.services["order"].target,
         "CREDIT_TARGET": mesh.services["credit"].target,
         "PAYMENT_TARGET": mesh.services["payment"].target,
+        "CREDIT_HTTP": mesh.services["credit"].http_address,
         "SHOP_CA_FILE": "",
     }
     result = run(script, env, tmp_path)
