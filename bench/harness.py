@@ -591,7 +591,14 @@ class Bench:
         )
         self._record("read_grpc", grpc_run, cpu=_only(_delta(monitor.cpu(), before), "credit"))
         address = f"http://{mesh.services['credit'].http_address}"
-        async with CreditServiceClient(address, codec=ProtoJSONCodec(), timeout_ms=30_000) as http:
+        # Uncompressed both ways, like curl and like the gRPC phase.
+        async with CreditServiceClient(
+            address,
+            codec=ProtoJSONCodec(),
+            timeout_ms=30_000,
+            send_compression=None,
+            accept_compression=(),
+        ) as http:
 
             async def over_connect(caller: int) -> None:
                 await http.get_credit_account(requests[caller % len(requests)])

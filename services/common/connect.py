@@ -40,7 +40,7 @@ from connectrpc.code import Code
 from connectrpc.compat._codec import ProtoBinaryCodec, ProtoJSONCodec
 from connectrpc.errors import ConnectError, ErrorDetail
 from connectrpc.request import RequestContext
-from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, json_format
 from google.protobuf.descriptor import ServiceDescriptor
 from google.rpc import error_details_pb2, status_pb2
 from protobuf import Registry
@@ -94,6 +94,19 @@ def _name_json_fields(protos: Iterable[Any], descriptors: Iterable[Any]) -> None
 
 
 _DETAILS = _details_registry()
+
+
+class ProtoNamesJSONCodec(ProtoJSONCodec):  # type: ignore[type-arg]
+    """Proto3 JSON with the field names of the .proto files (`order_id`), as grpcurl prints
+    them (DESIGN §9); either spelling is read, unknown fields are refused."""
+
+    def __init__(self) -> None:
+        super().__init__(ignore_unknown_fields=False)
+
+    def encode(self, message: Any) -> bytes:
+        return json_format.MessageToJson(
+            message, preserving_proto_field_name=True, indent=None
+        ).encode()
 
 
 class _Detail(ErrorDetail):
@@ -311,7 +324,7 @@ class ConnectDoor:
             servicers: full service name → the servicer the gRPC server calls.
             options: size limit, authorization and CORS.
         """
-        codecs: list[Any] = [ProtoBinaryCodec(), ProtoJSONCodec(ignore_unknown_fields=False)]
+        codecs: list[Any] = [ProtoBinaryCodec(), ProtoNamesJSONCodec()]
         interceptors = [_Access(options.authz), _Handling()]
         self._options = options
         self._apps: dict[str, Any] = {}

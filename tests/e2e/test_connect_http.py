@@ -47,7 +47,7 @@ async def shop(mesh: LocalMesh) -> AsyncIterator[Shop]:
 
 
 def money(minor_units: int) -> dict[str, object]:
-    return {"currencyCode": "USD", "minorUnits": str(minor_units)}
+    return {"currency_code": "USD", "minor_units": str(minor_units)}
 
 
 async def test_the_seed_story_over_http_and_json_only(
@@ -59,23 +59,25 @@ async def test_the_seed_story_over_http_and_json_only(
 
     topped = credit_door.ok(
         CREDITS + "TopUpCredits",
-        {"customerId": customer, "amount": money(20000), "requestId": new_id()},
+        {"customer_id": customer, "amount": money(20000), "request_id": new_id()},
     )
-    assert topped["account"]["available"]["minorUnits"] == "20000"
+    assert topped["account"]["available"]["minor_units"] == "20000"
 
     created = order_door.ok(
         ORDERS + "CreateOrder",
         {
-            "customerId": customer,
-            "items": [{"sku": "book", "quantity": 1, "unitPrice": money(15000)}],
-            "requestId": new_id(),
+            "customer_id": customer,
+            "items": [{"sku": "book", "quantity": 1, "unit_price": money(15000)}],
+            "request_id": new_id(),
         },
     )
-    order_id = created["order"]["orderId"]
+    order_id = created["order"]["order_id"]
     assert created["order"]["status"] == "ORDER_STATUS_PENDING"
 
     # Wait for RESERVED as a browser would: the order's stream, cut at 3 s (Connect-Timeout-Ms).
-    messages, end = order_door.stream(ORDERS + "WatchOrder", {"orderId": order_id}, timeout_ms=3000)
+    messages, end = order_door.stream(
+        ORDERS + "WatchOrder", {"order_id": order_id}, timeout_ms=3000
+    )
     statuses = [m["order"]["status"] for m in messages]
     assert statuses[-1] == "ORDER_STATUS_RESERVED", statuses
     assert end.get("error", {}).get("code", "deadline_exceeded") == "deadline_exceeded", end
@@ -84,31 +86,31 @@ async def test_the_seed_story_over_http_and_json_only(
     paid = payment_door.ok(
         PAYMENTS + "ProcessPayment",
         {
-            "orderId": order_id,
-            "customerId": customer,
-            "reservationId": reserved["reservationId"],
+            "order_id": order_id,
+            "customer_id": customer,
+            "reservation_id": reserved["reservation_id"],
             "amount": money(15000),
-            "paymentMethod": "PAYMENT_METHOD_CREDIT_CARD",
-            "requestId": new_id(),
+            "payment_method": "PAYMENT_METHOD_CREDIT_CARD",
+            "request_id": new_id(),
         },
     )
     assert paid["success"] is True, paid
-    payment_id = paid["payment"]["paymentId"]
+    payment_id = paid["payment"]["payment_id"]
 
     refunded = payment_door.ok(
         PAYMENTS + "RefundPayment",
         {
-            "paymentId": payment_id,
+            "payment_id": payment_id,
             "amount": money(5000),
             "reason": "one page torn",
-            "requestId": new_id(),
+            "request_id": new_id(),
         },
     )
-    assert refunded["refund"]["amount"]["minorUnits"] == "5000"
+    assert refunded["refund"]["amount"]["minor_units"] == "5000"
 
     def available() -> str:
-        account = credit_door.ok(CREDITS + "GetCreditAccount", {"customerId": customer})
-        return str(account["account"]["available"]["minorUnits"])
+        account = credit_door.ok(CREDITS + "GetCreditAccount", {"customer_id": customer})
+        return str(account["account"]["available"]["minor_units"])
 
     async def read_available() -> str:
         return available()
@@ -119,17 +121,17 @@ async def test_the_seed_story_over_http_and_json_only(
     second = order_door.ok(
         ORDERS + "CreateOrder",
         {
-            "customerId": customer,
-            "items": [{"sku": "lamp", "quantity": 1, "unitPrice": money(4000)}],
-            "requestId": new_id(),
+            "customer_id": customer,
+            "items": [{"sku": "lamp", "quantity": 1, "unit_price": money(4000)}],
+            "request_id": new_id(),
         },
     )["order"]
     messages, _ = order_door.stream(
-        ORDERS + "WatchOrder", {"orderId": second["orderId"]}, timeout_ms=3000
+        ORDERS + "WatchOrder", {"order_id": second["order_id"]}, timeout_ms=3000
     )
     assert messages[-1]["order"]["status"] == "ORDER_STATUS_RESERVED", messages
     cancelled = order_door.ok(
-        ORDERS + "CancelOrder", {"orderId": second["orderId"], "reason": "changed my mind"}
+        ORDERS + "CancelOrder", {"order_id": second["order_id"], "reason": "changed my mind"}
     )
     assert cancelled["order"]["status"] == "ORDER_STATUS_CANCELLED"
     released = await eventually(
@@ -152,13 +154,13 @@ def test_watch_order_streams_until_the_order_can_change_no_more(
     created = order_door.ok(
         ORDERS + "CreateOrder",
         {
-            "customerId": new_id(),  # no account: the order is REJECTED
-            "items": [{"sku": "pen", "quantity": 1, "unitPrice": money(100)}],
-            "requestId": new_id(),
+            "customer_id": new_id(),  # no account: the order is REJECTED
+            "items": [{"sku": "pen", "quantity": 1, "unit_price": money(100)}],
+            "request_id": new_id(),
         },
     )
     messages, end = order_door.stream(
-        ORDERS + "WatchOrder", {"orderId": created["order"]["orderId"]}
+        ORDERS + "WatchOrder", {"order_id": created["order"]["order_id"]}
     )
     assert [m["order"]["status"] for m in messages][-1] == "ORDER_STATUS_REJECTED", messages
     assert end == {}, end  # the stream ended cleanly, without an error
@@ -176,29 +178,48 @@ async def test_a_request_id_spent_over_grpc_replays_its_answer_over_connect(
     )
     replayed = doors["credit"].ok(
         CREDITS + "TopUpCredits",
-        {"customerId": customer, "amount": money(700), "requestId": request_id},
+        {"customer_id": customer, "amount": money(700), "request_id": request_id},
     )
-    assert replayed["account"]["available"]["minorUnits"] == str(
+    assert replayed["account"]["available"]["minor_units"] == str(
         over_grpc.account.available.minor_units
     )
     assert (await shop.account(customer)).available.minor_units == 700  # applied once
 
 
+def test_json_answers_with_the_proto_names_and_reads_either_spelling(
+    doors: dict[str, ConnectHttp],
+) -> None:
+    order_id = new_id()
+    snake = doors["order"].call(ORDERS + "GetOrder", {"order_id": order_id})
+    camel = doors["order"].call(ORDERS + "GetOrder", {"orderId": order_id})
+    assert (snake.status, camel.status) == (404, 404)  # both read: the order is not there
+    created = doors["order"].ok(
+        ORDERS + "CreateOrder",
+        {
+            "customerId": new_id(),
+            "items": [{"sku": "cup", "quantity": 1, "unitPrice": money(250)}],
+            "requestId": new_id(),
+        },
+    )
+    assert set(created["order"]) >= {"order_id", "customer_id", "items", "total", "status"}
+    assert created["order"]["items"][0]["unit_price"]["minor_units"] == "250"
+
+
 def test_the_request_id_header_is_echoed_or_given(doors: dict[str, ConnectHttp]) -> None:
     mine = new_id()
-    answer = doors["order"].call(ORDERS + "GetOrder", {"orderId": new_id()}, x_request_id=mine)
+    answer = doors["order"].call(ORDERS + "GetOrder", {"order_id": new_id()}, x_request_id=mine)
     assert answer.headers["x-request-id"] == mine
-    given = doors["order"].call(ORDERS + "GetOrder", {"orderId": new_id()})
+    given = doors["order"].call(ORDERS + "GetOrder", {"order_id": new_id()})
     assert len(given.headers["x-request-id"]) == 36
 
 
 def test_errors_carry_the_connect_code_the_http_status_and_the_grpc_details(
     doors: dict[str, ConnectHttp],
 ) -> None:
-    missing = doors["order"].call(ORDERS + "GetOrder", {"orderId": new_id()})
+    missing = doors["order"].call(ORDERS + "GetOrder", {"order_id": new_id()})
     assert (missing.status, missing.code, missing.reason()) == (404, "not_found", "ORDER_NOT_FOUND")
 
-    invalid = doors["payment"].call(PAYMENTS + "GetPayment", {"paymentId": "not-a-uuid"})
+    invalid = doors["payment"].call(PAYMENTS + "GetPayment", {"payment_id": "not-a-uuid"})
     assert (invalid.status, invalid.code) == (400, "invalid_argument")
     debug = {d["type"]: d.get("debug") for d in invalid.json()["details"]}
     assert debug["google.rpc.BadRequest"]["fieldViolations"][0]["field"] == "payment_id"
@@ -213,10 +234,10 @@ def test_what_the_door_refuses_before_any_handler(
     doors: dict[str, ConnectHttp], mesh: LocalMesh
 ) -> None:
     door = doors["payment"]
-    typo = door.call(PAYMENTS + "GetPayment", {"paymentId": new_id(), "paymnetId": "x"})
+    typo = door.call(PAYMENTS + "GetPayment", {"payment_id": new_id(), "paymnetId": "x"})
     assert (typo.status, typo.code) == (400, "invalid_argument"), typo.body
 
-    wrong_type = door.call(PAYMENTS + "ListPayments", {"orderId": new_id(), "pageSize": "ten"})
+    wrong_type = door.call(PAYMENTS + "ListPayments", {"order_id": new_id(), "page_size": "ten"})
     assert (wrong_type.status, wrong_type.code) == (400, "invalid_argument"), wrong_type.body
 
     garbage = door.request(
@@ -226,7 +247,7 @@ def test_what_the_door_refuses_before_any_handler(
 
     unknown = door.call(PAYMENTS + "Frobnicate", {})
     assert unknown.status == 404
-    other_service = door.call(ORDERS + "GetOrder", {"orderId": new_id()})
+    other_service = door.call(ORDERS + "GetOrder", {"order_id": new_id()})
     assert other_service.status == 404  # Order's routes are on Order's port only
 
     got = door.request(PAYMENTS + "GetPayment", b"", method="GET")
@@ -241,7 +262,7 @@ def test_what_the_door_refuses_before_any_handler(
     assert grpc_over_http1.status == 415
 
     limit = 4 * 1024 * 1024  # GRPC_MAX_MESSAGE_BYTES, the mesh's default
-    big = json.dumps({"paymentId": new_id(), "padding": "x" * limit}).encode()
+    big = json.dumps({"payment_id": new_id(), "padding": "x" * limit}).encode()
     too_big = door.request(
         PAYMENTS + "GetPayment", big, headers={"Content-Type": "application/json"}
     )

@@ -86,16 +86,16 @@ def handled(code: str) -> float:
 
 async def test_the_callers_deadline_reaches_the_handler(door: ConnectHttp) -> None:
     customer = "0b7e7f5e-6a43-4c8e-9d0a-3f1f2b9c7d11"
-    answer = await _call(door, {"customerId": customer}, **{"Connect-Timeout-Ms": "5000"})
-    left = int(answer.json()["account"]["available"]["minorUnits"])
+    answer = await _call(door, {"customer_id": customer}, **{"Connect-Timeout-Ms": "5000"})
+    left = int(answer.json()["account"]["available"]["minor_units"])
     assert 4000 < left <= 5000, left
-    without = await _call(door, {"customerId": customer})
-    assert without.json()["account"]["available"]["minorUnits"] == "-1"  # no deadline
+    without = await _call(door, {"customer_id": customer})
+    assert without.json()["account"]["available"]["minor_units"] == "-1"  # no deadline
 
 
 async def test_an_unexpected_error_is_internal_and_leaks_nothing(door: ConnectHttp) -> None:
     before = handled("INTERNAL")
-    answer = await _call(door, {"customerId": BROKEN})
+    answer = await _call(door, {"customer_id": BROKEN})
     assert (answer.status, answer.code, answer.reason()) == (500, "internal", "INTERNAL")
     assert b"secret" not in answer.body
     assert handled("INTERNAL") == before + 1
@@ -103,7 +103,7 @@ async def test_an_unexpected_error_is_internal_and_leaks_nothing(door: ConnectHt
 
 async def test_a_domain_error_has_its_status_reason_and_metadata(door: ConnectHttp) -> None:
     before = handled("NOT_FOUND")
-    answer = await _call(door, {"customerId": MISSING})
+    answer = await _call(door, {"customer_id": MISSING})
     assert (answer.status, answer.code, answer.reason()) == (404, "not_found", "ACCOUNT_NOT_FOUND")
     info = {d["type"]: d["debug"] for d in answer.json()["details"]}["google.rpc.ErrorInfo"]
     assert info["metadata"] == {"customer_id": MISSING}
@@ -114,7 +114,7 @@ async def test_a_declared_but_unimplemented_method_is_unimplemented(door: Connec
     answer = await _run(
         door.call,
         f"/{SERVICE}/GetReservation",
-        {"reservationId": MISSING},
+        {"reservation_id": MISSING},
     )
     assert (answer.status, answer.code) == (501, "unimplemented"), answer.body
 
@@ -130,16 +130,16 @@ async def test_cors_answers_a_listed_origin_only(door: ConnectHttp) -> None:
     assert preflight.status == 204
     assert preflight.headers["access-control-allow-origin"] == ORIGIN
     assert "connect-protocol-version" in preflight.headers["access-control-allow-headers"]
-    answer = await _call(door, {"customerId": MISSING}, Origin=ORIGIN)
+    answer = await _call(door, {"customer_id": MISSING}, Origin=ORIGIN)
     assert answer.headers["access-control-allow-origin"] == ORIGIN
     assert answer.headers["access-control-expose-headers"] == "x-request-id"
-    other = await _call(door, {"customerId": MISSING}, Origin="https://evil.example")
+    other = await _call(door, {"customer_id": MISSING}, Origin="https://evil.example")
     assert "access-control-allow-origin" not in other.headers
 
 
 async def test_a_body_above_the_limit_is_refused_while_it_is_read(door: ConnectHttp) -> None:
     # Chunked: no Content-Length to refuse on; the door stops reading past the limit.
-    body = b'{"customerId": "' + b"x" * (256 * 1024) + b'"}'
+    body = b'{"customer_id": "' + b"x" * (256 * 1024) + b'"}'
     answer = await _run(
         door.request,
         GET_ACCOUNT,

@@ -78,14 +78,14 @@ def https(pki: Pki, port: int, client: Issued | None, path: str, body: bytes = b
 
 
 async def call(pki: Pki, port: int, client: Issued | None) -> Answer:
-    body = json.dumps({"customerId": CUSTOMER}).encode()
+    body = json.dumps({"customer_id": CUSTOMER}).encode()
     return await asyncio.to_thread(https, pki, port, client, GET_ACCOUNT, body)
 
 
 async def test_the_allowed_identity_is_served(pki: Pki, https_port: int) -> None:
     answer = await call(pki, https_port, pki.client)
     assert answer.status == 200, answer.body
-    assert answer.json()["account"]["customerId"] == CUSTOMER
+    assert answer.json()["account"]["customer_id"] == CUSTOMER
 
 
 @pytest.mark.parametrize("who", ["outsider", "payment", None])
