@@ -37,6 +37,10 @@ venv: $(STAMP) ## Create .venv and install everything (idempotent)
 run: venv ## Start the whole local mesh (embedded NATS + PostgreSQL + 3 services); Ctrl-C stops it
 	$(PY) -m services.localmesh
 
+.PHONY: demo-http
+demo-http: venv ## The seed story over HTTP/JSON (Connect) against `make run`, with each step's curl
+	$(PY) scripts/demo_http.py
+
 .PHONY: demo
 demo: venv ## Run the seed story (reject, top up, reserve, pay, refund) against `make run`
 	GRPCURL="$(GRPCURL)" $(PY) scripts/demo.py

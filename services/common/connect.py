@@ -104,6 +104,7 @@ class ProtoNamesJSONCodec(ProtoJSONCodec):  # type: ignore[type-arg]
         super().__init__(ignore_unknown_fields=False)
 
     def encode(self, message: Any) -> bytes:
+        """The message as JSON with its proto field names."""
         return json_format.MessageToJson(
             message, preserving_proto_field_name=True, indent=None
         ).encode()

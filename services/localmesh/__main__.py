@@ -18,6 +18,7 @@ from services.localmesh.mesh import LocalMesh, MeshError
 
 DATA_DIR = Path(os.environ.get("MESH_DATA_DIR", ".data"))
 TARGETS_FILE = DATA_DIR / "targets.json"
+HTTP_FILE = DATA_DIR / "http_ports.json"
 CUSTOMER = "a8098c1a-f86e-11da-bd1a-00112444be1e"
 REQUEST = "5f0c3b8e-1d1f-4c55-9a55-0b6f1c1e2a01"
 
@@ -52,7 +53,7 @@ def banner(mesh: LocalMesh) -> str:
         "The mesh is up:",
         *(f"  {s.name:<8} {s.target:<18} {s.service_name}" for s in mesh.services.values()),
         *(
-            f"  {s.name:<8} http://{s.http_address:<18} /metrics /healthz"
+            f"  {s.name:<8} http://{s.http_address:<18} Connect (HTTP/JSON), /metrics, /healthz"
             for s in mesh.services.values()
         ),
         f"  NATS     {redact_urls(mesh.nats_url or '')}",
@@ -70,6 +71,10 @@ def banner(mesh: LocalMesh) -> str:
         f'  {grpcurl_cmd} -plaintext -d \'{{"service": "shop.credit.v1.CreditService"}}\''
         f" {credit} grpc.health.v1.Health/Check",
         "",
+        "Or over HTTP and JSON (the Connect protocol, the same RPCs):",
+        f"  curl -sS -H 'Content-Type: application/json' -d '{{\"customer_id\": \"{CUSTOMER}\"}}'"
+        f" http://{mesh.services['credit'].http_address}/shop.credit.v1.CreditService/GetCreditAccount",
+        "",
         "Or operate it with shopctl (defaults reach this mesh; --json for scripts):",
         f"  {shopctl_cmd} status",
         f"  {shopctl_cmd} credits show {CUSTOMER}",
@@ -78,6 +83,7 @@ def banner(mesh: LocalMesh) -> str:
         f"  {shopctl_cmd} deadletters list",
         "",
         "Or run the whole seed story (reject, top up, reserve, pay, refund): make demo",
+        "  (over HTTP/JSON, printing the curl of each step: make demo-http)",
         "",
         "Press Ctrl-C to stop everything.",
     ]
@@ -114,6 +120,9 @@ def main() -> int:
     TARGETS_FILE.write_text(
         json.dumps({name: service.target for name, service in mesh.services.items()})
     )
+    HTTP_FILE.write_text(
+        json.dumps({name: service.http_port for name, service in mesh.services.items()})
+    )
     print(banner(mesh), flush=True)
     exit_code = 0
     while not stop_requested:
@@ -128,6 +137,7 @@ def main() -> int:
         time.sleep(0.5)
     say("stopping the mesh")
     TARGETS_FILE.unlink(missing_ok=True)
+    HTTP_FILE.unlink(missing_ok=True)
     mesh.stop()
     say("stopped; nothing left running")
     return exit_code

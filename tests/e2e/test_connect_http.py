@@ -8,7 +8,11 @@ answer over Connect."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -24,6 +28,7 @@ from tests.e2e.shop import Shop, events_of, eventually, new_id, usd
 
 pytestmark = pytest.mark.e2e
 
+ROOT = Path(__file__).resolve().parents[2]
 ORDERS = "/shop.order.v1.OrderService/"
 CREDITS = "/shop.credit.v1.CreditService/"
 PAYMENTS = "/shop.payment.v1.PaymentService/"
@@ -293,3 +298,27 @@ async def test_the_generated_connect_client_speaks_binary_protobuf(
         payment_service_pb2.ListPaymentsRequest(order_id=new_id())
     )
     assert list(listed.payments) == []
+
+
+def test_make_demo_http_runs_the_seed_story_against_the_mesh(mesh: LocalMesh) -> None:
+    env = {
+        **os.environ,
+        **{f"{name.upper()}_HTTP": s.http_address for name, s in mesh.services.items()},
+        "MESH_DATA_DIR": "/nonexistent",  # the addresses above, not a `make run` mesh's
+    }
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo_http.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "curl -sS -H 'Content-Type: application/json'" in out
+    for seen in ("REJECTED (ACCOUNT_NOT_FOUND)", "ORDER_STATUS_RESERVED", "ORDER_STATUS_PAID"):
+        assert seen in out, seen
+    assert "HTTP 400" in out
+    assert '"field": "customer_id"' in out
+    assert out.rstrip().endswith("The seed story ran end to end over HTTP and JSON.")
