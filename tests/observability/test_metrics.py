@@ -21,8 +21,10 @@ from tests.observability.prometheus import ALERTS, dashboard_queries, require, r
 pytestmark = pytest.mark.e2e
 
 PAYMENTS = 3
+# gRPC only: the Connect door's calls (protocol="connect") are other tests' (same mesh).
 PROCESS_PAYMENT = (
-    'sum(grpc_server_handled_total{grpc_method="ProcessPayment",service="payment",grpc_code="OK"})'
+    "sum(grpc_server_handled_total{"
+    'grpc_method="ProcessPayment",service="payment",grpc_code="OK",protocol="grpc"})'
 )
 
 
