@@ -52,7 +52,16 @@ FAILED_STATES = {
     order_pb2.ORDER_STATUS_CANCELLED,
 }
 # Service settings a run may be tuned with (the services inherit our environment).
-SERVICE_KNOBS = ("EVENT_LOOP", "LOG_LEVEL", "DB_POOL_SIZE", "OUTBOX_POLL_SECONDS")
+SERVICE_KNOBS = (
+    "EVENT_LOOP",
+    "LOG_LEVEL",
+    "DB_POOL_SIZE",
+    "OUTBOX_POLL_SECONDS",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_SCHEDULE_DELAY",
+)
 VERSIONS = (
     "grpcio",
     "protobuf",

@@ -215,11 +215,8 @@ class _Call:
 
 
 class _Access:
-    """First in the chain, before the body is read: request id, authorization, access log,
-    metrics and the trace span of every call, whatever it ends with."""
-
-    def __init__(self, policy: AuthzPolicy | None) -> None:
-        self._policy = policy
+    """First in the chain, before the body is read: request id, access log, metrics and the
+    trace span of every call, whatever it ends with (a refusal by `_Authorization` too)."""
 
     async def on_start(self, ctx: RequestContext[Any, Any]) -> _Call:
         info = ctx.method
@@ -228,12 +225,7 @@ class _Access:
         ctx.response_headers[REQUEST_ID_HEADER] = request_id
         span = contextlib.ExitStack()
         span.enter_context(tracing.server_span(method, ctx.request_headers))
-        call = _Call(method, time.perf_counter(), request_id_var.set(request_id), span)
-        if self._policy is not None:
-            refused = refusal(self._policy, method, _peer.get())
-            if refused is not None:
-                raise connect_error(to_rpc_status(refused))
-        return call
+        return _Call(method, time.perf_counter(), request_id_var.set(request_id), span)
 
     async def on_end(
         self, call: _Call, ctx: RequestContext[Any, Any], error: Exception | None
@@ -257,6 +249,25 @@ class _Access:
         call.span.close()
         with contextlib.suppress(ValueError):  # ended from another context
             request_id_var.reset(call.token)
+
+
+class _Authorization:
+    """Second, still before the body is read: the caller's verified identity against the
+    authorization rules, as on the gRPC port."""
+
+    def __init__(self, policy: AuthzPolicy) -> None:
+        self._policy = policy
+
+    async def on_start(self, ctx: RequestContext[Any, Any]) -> None:
+        method = f"/{ctx.method.service_name}/{ctx.method.name}"
+        refused = refusal(self._policy, method, _peer.get())
+        if refused is not None:
+            raise connect_error(to_rpc_status(refused))
+
+    async def on_end(
+        self, token: None, ctx: RequestContext[Any, Any], error: Exception | None
+    ) -> None:
+        pass
 
 
 class _Handling:
@@ -326,7 +337,10 @@ class ConnectDoor:
             options: size limit, authorization and CORS.
         """
         codecs: list[Any] = [ProtoBinaryCodec(), ProtoNamesJSONCodec()]
-        interceptors = [_Access(options.authz), _Handling()]
+        interceptors: list[Any] = [_Access()]
+        if options.authz is not None:
+            interceptors.append(_Authorization(options.authz))
+        interceptors.append(_Handling())
         self._options = options
         self._apps: dict[str, Any] = {}
         self._methods: set[str] = set()

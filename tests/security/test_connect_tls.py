@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.common.connect import ConnectDoor, ConnectOptions
 from services.common.http import HttpApp, HttpServer
@@ -93,9 +94,22 @@ async def test_a_verified_identity_no_rule_allows_and_no_identity_are_refused(
     pki: Pki, https_port: int, who: str | None
 ) -> None:
     client = getattr(pki, who) if who else None
+    before = refused_count()
     answer = await call(pki, https_port, client)
     assert (answer.status, answer.code) == (403, "permission_denied"), answer.body
     assert answer.reason() == "CALLER_NOT_AUTHORIZED"
+    assert answer.headers["x-request-id"]  # a refusal is a call like any: its id, its count
+    assert refused_count() == before + 1
+
+
+def refused_count() -> float:
+    labels = {
+        "grpc_service": SERVICE,
+        "grpc_method": "GetCreditAccount",
+        "grpc_code": "PERMISSION_DENIED",
+        "protocol": "connect",
+    }
+    return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
 
 
 async def test_a_certificate_from_another_ca_fails_the_handshake(pki: Pki, https_port: int) -> None:
