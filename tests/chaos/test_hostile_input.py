@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import functools
+import json
 import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
@@ -33,6 +37,7 @@ from tests.chaos.conftest import Chaos
 from tests.chaos.events import publish_raw
 from tests.chaos.load import create_order, order_until, retrying, saga, top_up
 from tests.e2e.conftest import rich_status
+from tests.e2e.connect_http import ConnectHttp
 from tests.e2e.shop import new_id, usd
 
 pytestmark = pytest.mark.chaos
@@ -643,5 +648,76 @@ async def test_9_property_based_requests_from_descriptors(chaos: Chaos) -> None:
             channel.close()
     chaos.fault(sum(calls.values()))
     assert len(calls) == len(methods()) == 13  # every RPC of the contract, WatchOrder included
+    for name in SERVICES:
+        assert cluster.running(name), f"{name} died"
+
+
+# The HTTP/JSON door (DESIGN §9): the same hostility as JSON, arbitrary JSON and raw bytes.
+CONNECT_NEVER = {"internal", "unknown", "unimplemented", "data_loss"}
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | _integers(-(2**70), 2**70) | st.floats() | _STRINGS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_STRINGS, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _connect_body(method: MethodDescriptor) -> st.SearchStrategy[tuple[str, bytes]]:
+    as_json = message_strategy(method.input_type).map(
+        lambda message: ("application/json", json_format.MessageToJson(message).encode())
+    )
+    any_json = JSON_VALUES.map(lambda value: ("application/json", json.dumps(value).encode()))
+    raw = st.binary(max_size=64).map(lambda data: ("application/proto", data))
+    return st.one_of(as_json, any_json, raw)
+
+
+def _connect_property(
+    door: ConnectHttp, method: MethodDescriptor, codes: collections.Counter[str]
+) -> Callable[[], None]:
+    path = f"/{method.containing_service.full_name}/{method.name}"
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(body=_connect_body(method))
+    def property_(body: tuple[str, bytes]) -> None:
+        content_type, data = body
+        headers = {"Content-Type": content_type, "Connect-Timeout-Ms": "1000"}
+        if method.server_streaming:
+            headers["Content-Type"] = content_type.replace("/", "/connect+")
+            data = struct.pack(">BI", 0, len(data)) + data
+        answer = door.request(path, data, headers=headers)
+        assert answer.status != 500, (path, body, answer.body[:300])
+        if method.server_streaming and answer.status == 200:
+            code = _stream_end_code(answer.body)
+        else:
+            code = answer.code if answer.status != 200 else "ok"
+        codes[code] += 1
+        assert code not in CONNECT_NEVER, (path, body, answer.body[:300])
+
+    return property_
+
+
+def _stream_end_code(body: bytes) -> str:
+    while body:
+        flags, length = struct.unpack(">BI", body[:5])
+        data, body = body[5 : 5 + length], body[5 + length :]
+        if flags & 0x02:
+            return str(json.loads(data).get("error", {}).get("code", "ok"))
+    return "ok"
+
+
+async def test_9_hostile_json_on_every_connect_route(chaos: Chaos) -> None:
+    """Generated JSON (from the descriptors, and arbitrary), raw bytes, each as a Connect
+    request to every route: never a 500, never `internal`/`unknown`, and the services live."""
+    cluster = chaos.cluster
+    codes: collections.Counter[str] = collections.Counter()
+    for name, method in methods():
+        door = ConnectHttp(cluster.service(name).http_address, timeout=10)
+        await asyncio.to_thread(_connect_property(door, method, codes))
+    chaos.fault(sum(codes.values()))
+    assert codes["invalid_argument"] > 0, codes  # the hostility did reach the rules
     for name in SERVICES:
         assert cluster.running(name), f"{name} died"
