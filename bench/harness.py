@@ -700,23 +700,77 @@ class Bench:
         )
         errors = {
             name: self.results[name]["errors"]
-            for name in (
-                "echo",
-                "fanout",
-                "read_grpc",
-                "read_connect",
-                "create_order",
-                "payment",
-                "saga",
-                "saga_half",
-            )
+            for name in MEASURED_PHASES
             if self.results[name]["errors"]
         }
+        self.results["goals"] = goals(self.results)
         problems = list(self.results["books"]["problems"])
         problems += self.results.get("preparation_errors", [])
         problems += [f"{count} errors in phase {name}" for name, count in errors.items()]
         self.results["ok"] = not problems
         self.results["problems"] = problems
+
+
+MEASURED_PHASES = (
+    "echo",
+    "fanout",
+    "read_grpc",
+    "read_connect",
+    "create_order",
+    "payment",
+    "saga",
+    "saga_half",
+)
+# The goals of the speed rounds (issue "the second speed round", docs/performance.md): each
+# is reported with its figure and whether this run met it; missing one does not fail the run.
+GOALS: tuple[tuple[str, str, float], ...] = (
+    ("saga_vs_echo", ">=", 0.025),
+    ("payment_vs_fanout", ">=", 0.25),
+    ("saga_half_p50_ms", "<=", 15.0),
+    ("saga_half_p99_ms", "<=", 50.0),
+    ("event_lag_payment_p99_ms", "<=", 250.0),
+    ("get_order_reads_per_saga", "<=", 0.0),
+    ("errors", "<=", 0.0),
+    ("peak_rss_mb", "<=", 120.0),
+)
+
+
+def goal_figures(results: dict[str, Any]) -> dict[str, float | None]:
+    """The figure each goal is about, from one run's results (None when it has none)."""
+    reads = [results[k].get("get_order_reads_per_saga") for k in ("saga", "saga_half")]
+    errors = sum(int(results[name]["errors"]) for name in MEASURED_PHASES if name in results)
+    rss = results.get("peak_rss_mb", {})
+    return {
+        "saga_vs_echo": results.get("saga_vs_echo"),
+        "payment_vs_fanout": results.get("payment_vs_fanout"),
+        "saga_half_p50_ms": results["saga_half"].get("p50_ms"),
+        "saga_half_p99_ms": results["saga_half"].get("p99_ms"),
+        "event_lag_payment_p99_ms": results.get("event_lag", {}).get("payment", {}).get("p99_ms"),
+        "get_order_reads_per_saga": max((r for r in reads if r is not None), default=None),
+        "errors": float(errors),
+        "peak_rss_mb": max(
+            (rss[k] for k in ("order", "credit", "payment") if k in rss), default=None
+        ),
+    }
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal with this run's figure and `met` (false when the figure is missing)."""
+    figures = goal_figures(results)
+    report = []
+    for name, op, target in GOALS:
+        value = figures[name]
+        met = value is not None and (value >= target if op == ">=" else value <= target)
+        report.append({"figure": name, "value": value, "goal": f"{op} {target:g}", "met": met})
+    report.append(
+        {
+            "figure": "books",
+            "value": "OK" if results["books"]["ok"] else "BROKEN",
+            "goal": "OK",
+            "met": bool(results["books"]["ok"]),
+        }
+    )
+    return report
 
 
 def _only(cpu: dict[str, float], name: str) -> dict[str, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import Bench, BenchConfig
+from bench.harness import GOALS, Bench, BenchConfig, goals
 from bench.report import table, verdict, write_json
 from tests.conftest import Infra
 
@@ -74,6 +74,36 @@ def test_bench_runs_every_phase_and_reports_every_figure(infra: Infra, tmp_path:
     assert "GetOrder reads per saga" in table(results)
     assert "connect_vs_grpc" in table(results)
     assert verdict(results).startswith("RESULT: OK")
+
+    by_figure = {goal["figure"]: goal for goal in results["goals"]}
+    assert set(by_figure) == {name for name, _, _ in GOALS} | {"books"}
+    assert all(isinstance(goal["met"], bool) for goal in results["goals"])
+    assert by_figure["errors"] == {"figure": "errors", "value": 0.0, "goal": "<= 0", "met": True}
+    assert by_figure["books"]["met"] is True
+    assert by_figure["get_order_reads_per_saga"]["met"] is True  # the sagas watch
+    assert by_figure["saga_vs_echo"]["value"] == results["saga_vs_echo"]
+    assert "goals (" in table(results)
+
+
+def test_a_missed_goal_is_reported_and_does_not_fail_the_run() -> None:
+    phase = {"errors": 0, "p50_ms": 40.0, "p99_ms": 90.0, "get_order_reads_per_saga": 0.0}
+    results = {
+        "saga_vs_echo": 0.01,  # below its goal
+        "payment_vs_fanout": 0.3,
+        "saga": dict(phase),
+        "saga_half": dict(phase),
+        "event_lag": {"payment": {"p99_ms": 100.0}},
+        "peak_rss_mb": {"order": 90.0, "credit": 95.0, "payment": 130.0},  # one above
+        "books": {"ok": True, "problems": []},
+    }
+    by_figure = {goal["figure"]: goal for goal in goals(results)}
+    assert by_figure["saga_vs_echo"]["met"] is False
+    assert by_figure["payment_vs_fanout"]["met"] is True
+    assert by_figure["saga_half_p50_ms"]["met"] is False  # 40 > 15
+    assert by_figure["event_lag_payment_p99_ms"]["met"] is True
+    assert (by_figure["peak_rss_mb"]["value"], by_figure["peak_rss_mb"]["met"]) == (130.0, False)
+    assert by_figure["errors"]["met"] is True
+    assert by_figure["books"]["met"] is True
 
 
 def test_a_run_with_errors_says_so_loudly() -> None:
