@@ -25,20 +25,37 @@ SELECT (SELECT count(*) FROM payments.payments WHERE status = 'SUCCEEDED'),
        (SELECT count(*) FROM payments.payments WHERE status = 'PENDING')
 """
 
+# Per delivery: the whole lag (outbox row → inbox row), and its two parts: the relay's
+# (outbox row → published) and the consumer's (published → applied), with who consumed what.
 _LAG = """
 WITH produced AS (
-    SELECT event_id, subject, created_at FROM orders.outbox
-    UNION ALL SELECT event_id, subject, created_at FROM credits.outbox
-    UNION ALL SELECT event_id, subject, created_at FROM payments.outbox
+    SELECT event_id, subject, created_at, published_at FROM orders.outbox
+    UNION ALL SELECT event_id, subject, created_at, published_at FROM credits.outbox
+    UNION ALL SELECT event_id, subject, created_at, published_at FROM payments.outbox
 ), consumed AS (
     SELECT consumer, event_id, processed_at FROM orders.inbox
     UNION ALL SELECT consumer, event_id, processed_at FROM credits.inbox
     UNION ALL SELECT consumer, event_id, processed_at FROM payments.inbox
 )
-SELECT extract(epoch FROM c.processed_at - p.created_at)::float8
+SELECT extract(epoch FROM c.processed_at - p.created_at)::float8,
+       extract(epoch FROM coalesce(p.published_at, c.processed_at) - p.created_at)::float8,
+       extract(epoch FROM c.processed_at - coalesce(p.published_at, c.processed_at))::float8,
+       c.consumer, p.subject
 FROM produced p JOIN consumed c USING (event_id)
 WHERE p.created_at >= to_timestamp($1) AND p.created_at < to_timestamp($2)
 """
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event applied by one consumer: its lag, and the relay's and consumer's parts."""
+
+    lag: float
+    relay: float
+    apply: float
+    consumer: str
+    subject: str
+
 
 _BOOKS = [
     (
@@ -156,12 +173,13 @@ async def check_books(database_url: str, topped_up: dict[str, int]) -> Books:
         await conn.close()
 
 
-async def event_lags(database_url: str, start: float, end: float) -> list[float]:
+async def event_lags(database_url: str, start: float, end: float) -> list[Delivery]:
     """Seconds from each event's outbox row (producer transaction) to each consumer's inbox
-    row (consumer transaction), for events produced in [start, end) (wall clock)."""
+    row (consumer transaction), for events produced in [start, end) (wall clock), with the
+    part before publication and the part after it."""
     conn = await asyncpg.connect(_plain(database_url))
     try:
-        return [float(row[0]) for row in await conn.fetch(_LAG, start, end)]
+        return [Delivery(*row) for row in await conn.fetch(_LAG, start, end)]
     finally:
         await conn.close()
 

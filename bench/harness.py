@@ -341,13 +341,26 @@ def versions() -> dict[str, str]:
     return found
 
 
-def lag_summary(lags: list[float]) -> dict[str, float | int | None]:
-    ms = [value * 1000 for value in lags]
+def lag_summary(deliveries: list[checks.Delivery]) -> dict[str, Any]:
+    """p50/p99/max of the whole lag, p99 of its relay and consumer parts, and the consumer
+    whose part is the slowest (where a growing lag is being queued)."""
+
+    def p(values: list[float], q: float) -> float | None:
+        return None if not values else round(percentile([v * 1000 for v in values], q), 2)
+
+    lags = [d.lag for d in deliveries]
+    by_consumer: dict[str, list[float]] = {}
+    for delivery in deliveries:
+        by_consumer.setdefault(delivery.consumer, []).append(delivery.apply)
+    consumers = {name: p(values, 99) for name, values in sorted(by_consumer.items())}
     return {
-        "events": len(ms),
-        "p50_ms": None if not ms else round(percentile(ms, 50), 2),
-        "p99_ms": None if not ms else round(percentile(ms, 99), 2),
-        "max_ms": None if not ms else round(max(ms), 2),
+        "events": len(lags),
+        "p50_ms": p(lags, 50),
+        "p99_ms": p(lags, 99),
+        "max_ms": None if not lags else round(max(lags) * 1000, 2),
+        "relay_p99_ms": p([d.relay for d in deliveries], 99),
+        "apply_p99_ms": p([d.apply for d in deliveries], 99),
+        "apply_p99_ms_by_consumer": consumers,
     }
 
 

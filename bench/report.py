@@ -44,7 +44,8 @@ def table(results: dict[str, Any]) -> str:
     for name, lag in results.get("event_lag", {}).items():
         lines.append(
             f"event lag ({name}): p50 {_num(lag['p50_ms'])} ms, p99 {_num(lag['p99_ms'])} ms"
-            f" over {lag['events']} deliveries"
+            f" over {lag['events']} deliveries (p99 before publication"
+            f" {_num(lag.get('relay_p99_ms'))} ms, after it {_num(lag.get('apply_p99_ms'))} ms)"
         )
     rss = results.get("peak_rss_mb", {})
     lines.append("peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))

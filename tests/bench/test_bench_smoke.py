@@ -61,6 +61,10 @@ def test_bench_runs_every_phase_and_reports_every_figure(infra: Infra, tmp_path:
     assert results["connect_vs_grpc"] > 0
     assert set(results["read_connect"]["cpu_seconds"]) == {"credit"}
     assert results["event_lag"]["saga"]["events"] > 0
+    saga_lag = results["event_lag"]["saga"]
+    assert saga_lag["relay_p99_ms"] is not None
+    assert saga_lag["apply_p99_ms"] is not None
+    assert set(saga_lag["apply_p99_ms_by_consumer"]) >= {"order-payments", "credit-orders"}
     assert results["books"]["ok"] is True
     assert results["books"]["payments_succeeded"] == results["books"]["orders_paid"]
     assert all(results["peak_rss_mb"][name] > 0 for name in ("order", "credit", "payment"))

@@ -238,23 +238,29 @@ async def test_relay_publishes_every_row_exactly_once_across_a_nats_restart(
 
 
 class _FailingPublishes:
-    """The real JetStream context, except that publishes number `fail_from` on fail (as if
-    NATS went away in the middle of a batch)."""
+    """The real JetStream context, except that the publish number `fail_from` fails: when it
+    is sent (as if NATS went away in the middle of a batch), or, with `ack_fails`, when its
+    acknowledgement comes back (that message never reaches the stream; the rest do)."""
 
-    def __init__(self, messaging: Messaging, fail_from: int) -> None:
+    def __init__(self, messaging: Messaging, fail_from: int, ack_fails: bool = False) -> None:
         self._js = messaging.js
         self._calls = 0
         self._fail_from = fail_from
+        self._ack_fails = ack_fails
 
     @property
     def js(self) -> _FailingPublishes:
         return self
 
-    async def publish(self, *args: Any, **kwargs: Any) -> Any:
+    async def publish_async(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         self._calls += 1
-        if self._calls >= self._fail_from:
+        if self._calls == self._fail_from and self._ack_fails:
+            refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            refused.set_exception(OSError("no ack: the stream refused it"))
+            return refused
+        if self._calls >= self._fail_from and not self._ack_fails:
             raise OSError("NATS went away")
-        return await self._js.publish(*args, **kwargs)
+        return await self._js.publish_async(*args, **kwargs)
 
 
 async def test_a_batch_cut_short_by_a_failed_publish_marks_only_what_went_out(
@@ -273,6 +279,27 @@ async def test_a_batch_cut_short_by_a_failed_publish_marks_only_what_went_out(
         assert await count(engine, UNPUBLISHED) == 0
         sent = await stream_messages(nats_server.url, "CREDITS")
         assert message_ids(sent) == ids  # in order, each once
+
+
+async def test_a_batch_with_an_unacknowledged_message_marks_only_what_came_before_it(
+    engine: AsyncEngine, nats_server: EmbeddedNats
+) -> None:
+    """The batch is sent at once and its acks awaited together: a missing ack in the middle
+    leaves that row and the ones after it unmarked; sent again, the stream has each once
+    (the ones JetStream had already stored are dropped by their Nats-Msg-Id)."""
+    async with connected(nats_server.url, "relay-ack-test") as messaging:
+        ids = await write_events(engine, 5)
+
+        failing = OutboxRelay(engine, _FailingPublishes(messaging, 3, ack_fails=True))  # type: ignore[arg-type]
+        with pytest.raises(OSError, match="refused"):
+            await failing.publish_pending()
+        assert await count(engine, UNPUBLISHED) == 3
+
+        assert await OutboxRelay(engine, messaging).publish_pending() == 3
+        assert await count(engine, UNPUBLISHED) == 0
+        sent = message_ids(await stream_messages(nats_server.url, "CREDITS"))
+        assert sorted(sent) == sorted(ids)  # each once; the retried one after the others
+        assert sent[:2] == ids[:2]
 
 
 async def wait_until(probe: object, expected: int, timeout: float = 10.0) -> None:
