@@ -625,30 +625,24 @@ FINAL = {
 
 
 @orders_app.command("watch")
-def orders_watch(
-    ctx: typer.Context,
-    order_id: str,
-    interval: Annotated[float, typer.Option(help="seconds between looks")] = 0.5,
-) -> None:
-    """The order now, then again at every change of its status, until it can change no
-    more (Ctrl-C stops earlier)."""
+def orders_watch(ctx: typer.Context, order_id: str) -> None:
+    """The order now, then again at every change of its status (WatchOrder, a server stream:
+    no polling), until it can change no more (Ctrl-C stops earlier)."""
     t = target(ctx)
 
     async def work() -> None:
         last = None
+        request = order_service_pb2.WatchOrderRequest(order_id=order_id)
         async with t.channel("order") as channel:
             stub = order_service_pb2_grpc.OrderServiceStub(channel)
-            while True:
-                reply = await stub.GetOrder(
-                    order_service_pb2.GetOrderRequest(order_id=order_id), timeout=t.timeout
-                )
-                order = pb(reply.order)
-                if order.get("status") != last:
-                    last = order.get("status")
-                    emit(t, order, _order_line(order))
-                if last in FINAL:
-                    return
-                await asyncio.sleep(interval)
+            while True:  # the server ends a stream after its longest watch: watch again
+                async for change in stub.WatchOrder(request):
+                    order = pb(change.order)
+                    if order.get("status") != last:
+                        last = order.get("status")
+                        emit(t, order, _order_line(order))
+                    if last in FINAL:
+                        return
 
     with contextlib.suppress(KeyboardInterrupt):
         run(work())

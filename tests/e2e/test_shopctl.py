@@ -365,3 +365,25 @@ async def test_the_rpc_commands_tell_a_whole_story(mesh: LocalMesh) -> None:
     bad = await asyncio.to_thread(shopctl, mesh, "credits", "top-up", customer, "--amount=1.001")
     assert bad.returncode == 2
     assert "too many decimals" in bad.stderr
+
+
+async def test_orders_watch_follows_the_order_as_it_changes(mesh: LocalMesh, shop: Shop) -> None:
+    """`orders watch` prints the order, then each change of status as it comes (the stream),
+    and ends by itself at a final one."""
+    customer = shop.new_customer()
+    await shop.top_up(customer, 10_000)
+    order = await shop.reserved_order(customer, 300)
+    watch = await asyncio.create_subprocess_exec(
+        str(SHOPCTL), *flags(mesh), "--json", "orders", "watch", order.order_id,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert watch.stdout is not None
+    first = json.loads(await asyncio.wait_for(watch.stdout.readline(), timeout=30))
+    assert first["status"] == "ORDER_STATUS_RESERVED", first
+    cancelled = await asyncio.to_thread(shopctl, mesh, "orders", "cancel", order.order_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    rest, errors = await asyncio.wait_for(watch.communicate(), timeout=30)
+    assert watch.returncode == 0, errors
+    assert [json.loads(line)["status"] for line in rest.decode().splitlines()] == [
+        "ORDER_STATUS_CANCELLED"
+    ]
