@@ -10,6 +10,7 @@ Exits 1 when the run had errors or broke an invariant.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -47,4 +48,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # The Connect phase's HTTP library (pyqwest) can abort the interpreter as it exits while
+    # its objects still wait for the collector: collect them now (docs/clients.md).
+    gc.collect()
+    sys.exit(status)

@@ -78,7 +78,7 @@ def banner(mesh: LocalMesh) -> str:
         "Or operate it with shopctl (defaults reach this mesh; --json for scripts):",
         f"  {shopctl_cmd} status",
         f"  {shopctl_cmd} credits show {CUSTOMER}",
-        f"  {shopctl_cmd} events tail payments.>",
+        f"  {shopctl_cmd} events tail 'payments.>'",
         f"  {shopctl_cmd} orders timeline <order id>",
         f"  {shopctl_cmd} deadletters list",
         "",

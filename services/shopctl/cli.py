@@ -28,6 +28,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.table import Table
+from typer._click import exceptions as usage  # typer 0.29 carries its own click
 
 from services.common.events import DEADLETTER, STREAMS
 from services.common.money import CURRENCY_EXPONENTS
@@ -951,7 +952,21 @@ async def _with_js(t: Target, action: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def main() -> None:
-    app()
+    """The console script. A usage error (a bad flag, a missing argument) is one line on
+    stderr and exit status 2, like every other error is one line and status 1."""
+    try:
+        status = app(standalone_mode=False)
+    except usage.NoArgsIsHelpError as shown:  # `shopctl orders`: its help
+        print(shown.format_message())
+        sys.exit(2)
+    except usage.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "shopctl"
+        print(f"shopctl: {error.format_message()} (see '{command} --help')", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C at a prompt
+        print(file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

@@ -292,8 +292,13 @@ async def test_dead_letters_list_show_replay_and_discard(mesh: LocalMesh) -> Non
 
 
 async def test_a_bad_flag_or_an_unreachable_service_is_one_clear_line(mesh: LocalMesh) -> None:
-    bad = await asyncio.to_thread(shopctl, mesh, "orders", "get")
-    assert bad.returncode == 2
+    missing = await asyncio.to_thread(shopctl, mesh, "orders", "get")
+    unknown = await asyncio.to_thread(shopctl, mesh, "--bogus", "status")
+    for bad, says in ((missing, "Missing argument 'order_id'"), (unknown, "--bogus")):
+        assert bad.returncode == 2
+        assert bad.stderr.startswith("shopctl: "), bad.stderr
+        assert says in bad.stderr, bad.stderr
+        assert len(bad.stderr.splitlines()) == 1, bad.stderr
     down = await asyncio.to_thread(
         subprocess.run,
         [str(SHOPCTL), "--order=127.0.0.1:1", "--timeout=2", "orders", "get", new_id()],
