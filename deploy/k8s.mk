@@ -8,7 +8,16 @@ IMAGE_TAG ?= dev
 KIND_CLUSTER ?= shop
 K8S_OVERLAY ?= deploy/k8s/kind
 K8S_NAMESPACE ?= shop
+# Podman instead of Docker: set either this or KIND_EXPERIMENTAL_PROVIDER=podman; each
+# follows the other, so kind's nodes and the image are on the same engine.
+ifeq ($(KIND_EXPERIMENTAL_PROVIDER),podman)
+CONTAINER_ENGINE ?= podman
+else
 CONTAINER_ENGINE ?= docker
+endif
+ifeq ($(CONTAINER_ENGINE),podman)
+export KIND_EXPERIMENTAL_PROVIDER ?= podman
+endif
 # The pinned kubectl from the dev extra when present, else the one on PATH.
 KUBECTL ?= $(if $(wildcard $(BIN)/kubectl),$(BIN)/kubectl,kubectl)
 ROLLOUT_TIMEOUT ?= 300

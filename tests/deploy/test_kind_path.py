@@ -36,6 +36,7 @@ K8S_MK = ROOT / "deploy" / "k8s.mk"
 DOCS = ROOT / "docs" / "deploy.md"
 CLUSTER = K8S / "kind" / "cluster.yaml"
 SERVICE_PORTS = {"order": 50051, "credit": 50052, "payment": 50053}
+HTTP_PORTS = {"order": 8051, "credit": 8052, "payment": 8053}  # Connect, /metrics, /healthz
 
 
 def tool(directory: Path, name: str, body: str) -> Path:
@@ -196,6 +197,20 @@ def test_podman_tags_and_saves_the_name_the_pods_ask_for(overrides: tuple[str, .
     assert saved == [wanted], build
     if not overrides:  # and it is the name the kind overlay's pods use
         assert {normalized(i) for i in kind_service_images(render("kind"))} == {wanted}
+
+
+@pytest.mark.parametrize(
+    "setting", ["KIND_EXPERIMENTAL_PROVIDER=podman", "CONTAINER_ENGINE=podman"]
+)
+def test_either_podman_setting_puts_kind_and_the_image_on_podman(setting: str) -> None:
+    """A podman-only laptop sets one of the two; kind's nodes and the image must both use it
+    (kind-up checks the engine, kind-load hands kind the provider)."""
+    checks = make("-n", "kind-up", setting)
+    assert "command -v podman" in checks, checks
+    assert "command -v docker" not in checks, checks
+    show = "--eval=show-provider: ; @echo provider=$${KIND_EXPERIMENTAL_PROVIDER-}"
+    assert make(show, "show-provider", setting).strip() == "provider=podman"
+    assert make(show, "show-provider").strip() == "provider="  # docker: kind's default
 
 
 # --- 6, 7, 8, 3: make deploy with a stand-in kubectl ---------------------------------------
@@ -480,15 +495,19 @@ def test_node_image_is_pinned_by_digest_and_documented() -> None:
 
 def test_node_ports_are_mapped_to_the_host_and_smoke_uses_them() -> None:
     kind = render("kind")
-    node_ports = {}
+    node_ports, http_node_ports = {}, {}
     for name, port in SERVICE_PORTS.items():
-        (p,) = kind.get("Service", name)["spec"]["ports"]
+        grpc, http = kind.get("Service", name)["spec"]["ports"]
         assert kind.get("Service", name)["spec"]["type"] == "NodePort"
-        assert p["port"] == port
-        node_ports[name] = p["nodePort"]
+        assert (grpc["name"], grpc["port"]) == ("grpc", port)
+        assert (http["name"], http["port"]) == ("http", HTTP_PORTS[name])
+        node_ports[name], http_node_ports[name] = grpc["nodePort"], http["nodePort"]
     (control_plane,) = [n for n in cluster()["nodes"] if n["role"] == "control-plane"]
     mappings = control_plane["extraPortMappings"]
-    assert {m["containerPort"] for m in mappings} == set(node_ports.values())
+    assert {m["containerPort"] for m in mappings} == {
+        *node_ports.values(),
+        *http_node_ports.values(),
+    }
     for m in mappings:
         assert m["hostPort"] == m["containerPort"]
         assert m["listenAddress"] == "127.0.0.1"  # only this machine, not the network
@@ -508,7 +527,10 @@ def test_node_port_policies_exclude_the_pod_network() -> None:
         policy = kind.get("NetworkPolicy", f"{name}-node-port")["spec"]
         assert policy["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": name}}
         (rule,) = policy["ingress"]
-        assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+        assert rule["ports"] == [
+            {"protocol": "TCP", "port": port},
+            {"protocol": "TCP", "port": HTTP_PORTS[name]},
+        ]
         for peer in rule["from"]:
             block = ipaddress.ip_network(peer["ipBlock"]["cidr"])
             if subnet.subnet_of(block):  # type: ignore[arg-type]

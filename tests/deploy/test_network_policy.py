@@ -18,6 +18,9 @@ PORTS = [
     ("TCP", 50051),
     ("TCP", 50052),
     ("TCP", 50053),
+    ("TCP", 8051),
+    ("TCP", 8052),
+    ("TCP", 8053),
     ("TCP", 4222),
     ("TCP", 6222),
     ("TCP", 5432),
@@ -146,10 +149,13 @@ def allowed_paths(rendered: Rendered) -> set[tuple[str, str, str, int]]:
 
 def expected_paths(rendered: Rendered) -> set[tuple[str, str, str, int]]:
     ports = {"order": 50051, "credit": 50052, "payment": 50053}
+    http = {"order": 8051, "credit": 8052, "payment": 8053}  # the Connect door
     expected: set[tuple[str, str, str, int]] = set()
-    # clients in the client namespace or in ours -> the three services; none from elsewhere
+    # clients in the client namespace or in ours -> the three services, over gRPC and over
+    # HTTP; none from elsewhere
     for client in ("client", "client-in-shop"):
         expected |= {(client, service, "TCP", ports[service]) for service in SERVICES}
+        expected |= {(client, service, "TCP", http[service]) for service in SERVICES}
     expected |= {("payment", "order", "TCP", 50051), ("payment", "credit", "TCP", 50052)}
     for service in SERVICES:  # every service -> NATS and PostgreSQL
         expected |= {(service, "nats", "TCP", 4222), (service, "postgres", "TCP", 5432)}
@@ -157,6 +163,7 @@ def expected_paths(rendered: Rendered) -> set[tuple[str, str, str, int]]:
     expected.add(("nats", "nats", "TCP", 6222))  # cluster routes between members
     if rendered.overlay == "kind":  # the host via the NodePorts (kind/node-ports-policy.yaml)
         expected |= {("node", service, "TCP", ports[service]) for service in SERVICES}
+        expected |= {("node", service, "TCP", http[service]) for service in SERVICES}
     for pod in endpoints(rendered):  # DNS from every pod of the namespace
         if pod.namespace == NAMESPACE:
             expected |= {(pod.name, "dns", "UDP", 53), (pod.name, "dns", "TCP", 53)}

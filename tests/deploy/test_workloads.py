@@ -176,6 +176,12 @@ def test_logs_are_json(rendered: Rendered) -> None:
 # -- ports, probes, Services ---------------------------------------------------------------
 
 
+def http_port(rendered: Rendered, service: str) -> int:
+    c = container(deployment(rendered, service)["spec"]["template"]["spec"], service)
+    port: int = SERVICES[service].settings(resolved_env(rendered, c)).core.http_port
+    return port
+
+
 def grpc_port(rendered: Rendered, service: str) -> int:
     c = container(deployment(rendered, service)["spec"]["template"]["spec"], service)
     settings = SERVICES[service].settings(resolved_env(rendered, c))
@@ -221,7 +227,7 @@ def test_startup_probe_outlasts_the_migration_wait(rendered: Rendered, service: 
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_services_expose_the_named_grpc_port(rendered: Rendered, service: str) -> None:
+def test_services_expose_the_named_grpc_and_http_ports(rendered: Rendered, service: str) -> None:
     d = deployment(rendered, service)
     pod_labels = d["spec"]["template"]["metadata"]["labels"]
     port = grpc_port(rendered, service)
@@ -236,7 +242,14 @@ def test_services_expose_the_named_grpc_port(rendered: Rendered, service: str) -
                 "targetPort": "grpc",
                 "protocol": "TCP",
                 "appProtocol": "grpc",
-            }
+            },
+            {  # the Connect door (HTTP/JSON), /metrics, /healthz
+                "name": "http",
+                "port": http_port(rendered, service),
+                "targetPort": "http",
+                "protocol": "TCP",
+                "appProtocol": "http",
+            },
         ]
     headless = rendered.get("Service", f"{service}-headless")
     assert headless["spec"]["clusterIP"] == "None"
