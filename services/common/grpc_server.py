@@ -82,6 +82,12 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+# The status details travel in one trailer, which gRPC clients refuse above 16 KiB by default
+# (the call then ends RESOURCE_EXHAUSTED with no details at all): a request with hundreds of
+# bad fields gets the first ones, and ErrorInfo's `omitted_field_violations` counts the rest.
+MAX_FIELD_VIOLATIONS = 100
+
+
 def to_rpc_status(error: DomainError) -> status_pb2.Status:
     """The `google.rpc.Status` a domain error is answered with.
 
@@ -91,14 +97,16 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
     Returns:
         Its code (from GRPC_CODES), message, `ErrorInfo` and, for field problems, `BadRequest`.
     """
+    metadata = dict(error.metadata)
+    shown = error.violations[:MAX_FIELD_VIOLATIONS] if isinstance(error, InvalidArgument) else ()
+    if isinstance(error, InvalidArgument) and len(error.violations) > len(shown):
+        metadata["omitted_field_violations"] = str(len(error.violations) - len(shown))
     details = [
         _pack(
-            error_details_pb2.ErrorInfo(
-                reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
-            )
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
         )
     ]
-    if isinstance(error, InvalidArgument) and error.violations:
+    if shown:
         details.append(
             _pack(
                 error_details_pb2.BadRequest(
@@ -106,7 +114,7 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
                         error_details_pb2.BadRequest.FieldViolation(
                             field=v.field, description=v.description
                         )
-                        for v in error.violations
+                        for v in shown
                     ]
                 )
             )

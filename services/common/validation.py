@@ -64,6 +64,11 @@ def page_size(value: int) -> int:
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+# At most this many field names in an error's message (all are in its BadRequest, up to
+# grpc_server.MAX_FIELD_VIOLATIONS).
+MESSAGE_FIELDS = 20
+
+
 def refuse(violations: Sequence[FieldViolation]) -> None:
     """Raise one InvalidArgument naming every violation, if there is any.
 
@@ -71,5 +76,8 @@ def refuse(violations: Sequence[FieldViolation]) -> None:
         violations: the bad fields.
     """
     if violations:
-        fields = ", ".join(dict.fromkeys(v.field for v in violations))
+        named = list(dict.fromkeys(v.field for v in violations))
+        fields = ", ".join(named[:MESSAGE_FIELDS])
+        if len(named) > MESSAGE_FIELDS:  # the message travels in a header: keep it short
+            fields += f" and {len(named) - MESSAGE_FIELDS} more"
         raise InvalidArgument(f"the request has invalid fields: {fields}", violations)

@@ -28,6 +28,7 @@ from typing import Any, cast
 # Imported for their side effect: the options become readable on parsed descriptors.
 from buf.validate import validate_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 import services
@@ -72,6 +73,31 @@ class FieldRule:
     required: bool  # (buf.validate.field).required
     uuid: bool  # (buf.validate.field).string.uuid
     one_of_required: str  # the fields of a required (buf.validate.message).oneof, joined by ","
+
+
+@dataclass(frozen=True, slots=True)
+class BoundCase:
+    """A value just outside one bound a `buf.validate` rule declares (a range, a length, an
+    item count, a defined enum), at `path` of a request message (`items[0].quantity`)."""
+
+    message: str  # full name of the request message
+    path: str
+    rule: str  # e.g. "int32.gte = 0"
+    value: object  # int or str; for repeated.max_items, the number of items
+
+    def build(self, request: Message) -> None:
+        """Set the value in `request` (a message built from the descriptors)."""
+        target, name = request, self.path
+        if "[0]." in self.path:  # one element of a repeated message field
+            repeated, name = self.path.split("[0].")
+            target = getattr(request, repeated).add()
+        if self.rule.startswith("repeated.max_items"):
+            items = getattr(target, name)
+            assert isinstance(self.value, int)
+            for _ in range(self.value):
+                items.add()
+            return
+        setattr(target, name, self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +222,19 @@ class Contract:
                 rules.append(FieldRule(message_name, field.name, rule.required, uuid, one_of))
         return rules
 
+    def bound_cases(self, message_name: str) -> list[BoundCase]:
+        """One value just past each declared bound of the request's fields and of the fields
+        of its repeated message fields' elements. CEL rules are not derived (their bounds are
+        expressions)."""
+        message = self.pool.FindMessageTypeByName(message_name)
+        cases = []
+        for field in message.fields:
+            cases += _bounds(message_name, field, field.name)
+            if field.message_type is not None and _is_repeated(field):
+                for inner in field.message_type.fields:
+                    cases += _bounds(message_name, inner, f"{field.name}[0].{inner.name}")
+        return cases
+
     def id_fields_without_uuid_rule(self) -> list[str]:
         """`Message.field` of every string `*_id` field of a request message that lacks the
         `string.uuid` rule (page tokens and free text are not ids)."""
@@ -243,3 +282,37 @@ def service_consumers() -> list[tuple[str, Consumer]]:
         }
         found += [(module.name, consumer) for consumer in factory(**placeholders)]
     return found
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+def _bounds(message: str, field: FieldDescriptor, path: str) -> list[BoundCase]:
+    owner = descriptor_pb2.DescriptorProto()
+    assert field.containing_type is not None
+    field.containing_type.CopyToProto(owner)
+    (proto,) = [f for f in owner.field if f.name == field.name]
+    rule = proto.options.Extensions[validate_pb2.field]
+    cases = []
+    if rule.HasField("int32"):
+        ints = rule.int32
+        if ints.HasField("gt"):
+            cases.append(BoundCase(message, path, f"int32.gt = {ints.gt}", ints.gt))
+        if ints.HasField("gte"):
+            cases.append(BoundCase(message, path, f"int32.gte = {ints.gte}", ints.gte - 1))
+        if ints.HasField("lt"):
+            cases.append(BoundCase(message, path, f"int32.lt = {ints.lt}", ints.lt))
+        if ints.HasField("lte"):
+            cases.append(BoundCase(message, path, f"int32.lte = {ints.lte}", ints.lte + 1))
+    if rule.HasField("string") and rule.string.HasField("max_len"):
+        too_long = "x" * (rule.string.max_len + 1)
+        cases.append(BoundCase(message, path, f"string.max_len = {rule.string.max_len}", too_long))
+    if rule.HasField("repeated") and rule.repeated.HasField("max_items"):
+        most = rule.repeated.max_items
+        cases.append(BoundCase(message, path, f"repeated.max_items = {most}", most + 1))
+    if rule.HasField("enum") and rule.enum.defined_only:
+        assert field.enum_type is not None
+        undefined = max(v.number for v in field.enum_type.values) + 1000
+        cases.append(BoundCase(message, path, "enum.defined_only", undefined))
+    return cases

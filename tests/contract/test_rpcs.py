@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from tests.contract.conftest import CONTRACT, Served
-from tests.contract.descriptors import FieldRule, Method
+from tests.contract.descriptors import BoundCase, FieldRule, Method
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +29,12 @@ UUID_FIELDS = [
     for method in CONTRACT.methods
     for rule in CONTRACT.field_rules(method.input_type)
     if rule.uuid
+]
+
+BOUND_CASES = [
+    (method, case)
+    for method in CONTRACT.methods
+    for case in CONTRACT.bound_cases(method.input_type)
 ]
 
 
@@ -154,6 +160,30 @@ def test_a_uuid_field_refuses_a_malformed_value(
     method: Method, rule: FieldRule, served: Served
 ) -> None:
     check_uuid_field(served.channel(method.service), method, rule)
+
+
+@pytest.mark.contract("rpc", "bounds")
+@pytest.mark.parametrize(
+    ("method", "case"), BOUND_CASES, ids=[f"{m.id}.{c.path}" for m, c in BOUND_CASES]
+)
+def test_a_value_past_a_declared_bound_is_refused_naming_the_field(
+    method: Method, case: BoundCase, served: Served
+) -> None:
+    """Derived from the annotations: ranges, lengths, item counts, defined enums."""
+    request = CONTRACT.message_class(method.input_type)()
+    case.build(request)
+    what = f"{case.path} past {case.rule}"
+    error = refusal(served.channel(method.service), method, request.SerializeToString(), what)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method.path, what, error)
+    named = violations(error)
+    assert case.path in named, f"{method.path}: {what} is not named (it names {sorted(named)})"
+
+
+def test_every_kind_of_bound_is_derived() -> None:
+    """Each kind of bound the contract uses today gives at least one case."""
+    kinds = {case.rule.split(" ")[0] for _, case in BOUND_CASES}
+    assert {"int32.gt", "int32.gte", "string.max_len", "repeated.max_items"} <= kinds, kinds
+    assert "enum.defined_only" in kinds, kinds
 
 
 def test_every_request_message_and_uuid_field_is_covered() -> None:
