@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 ERROR_DOMAIN = "shop.example.com"
 
@@ -97,3 +98,24 @@ class OrderNotFound(NotFound):
         super().__init__(
             f"order {order_id} does not exist", "ORDER_NOT_FOUND", {"order_id": order_id}
         )
+
+
+T = TypeVar("T")
+
+
+def found(value: T | None, missing: NotFound) -> T:
+    """What a lookup found, or the caller's NOT_FOUND when it found nothing.
+
+    Args:
+        value: The lookup's result (None: nothing there).
+        missing: The error that names what is missing.
+
+    Returns:
+        `value`, when there is one.
+
+    Raises:
+        NotFound: `missing`, when `value` is None.
+    """
+    if value is None:
+        raise missing
+    return value

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -48,6 +48,24 @@ class PageCursor:
 
     created_at: datetime
     id: str
+
+    @classmethod
+    def after(cls, created_at: datetime | None, row_id: str) -> PageCursor:
+        """The cursor just past a stored row.
+
+        Args:
+            created_at: The row's creation time, as the store wrote it.
+            row_id: The row's id (the keyset's tie-breaker).
+
+        Returns:
+            The cursor a page that ends at this row continues from.
+
+        Raises:
+            ValueError: The row was never stored (it has no creation time).
+        """
+        if created_at is None:
+            raise ValueError(f"{row_id} has no creation time: it was never stored")
+        return cls(created_at, row_id)
 
 
 @dataclass(frozen=True)
@@ -160,6 +178,39 @@ class Pager:
         if more and messages:
             return messages, self.encode(cursor_of(rows[len(messages) - 1]), query)
         return messages, ""
+
+    async def serve(
+        self,
+        page_token: str,
+        page_size: int,
+        query: str,
+        fetch: Callable[[PageCursor | None, int], Awaitable[Sequence[Row] | Fetched[Row]]],
+        cursor_of: Callable[[Row], PageCursor],
+        to_proto: Callable[[Row], Msg],
+    ) -> tuple[list[Msg], str]:
+        """One page of a List RPC: the token checked, the rows fetched, the page cut.
+
+        Args:
+            page_token: The request's token ("" for the first page).
+            page_size: Rows wanted (already bounded by the contract's rules).
+            query: The listing's filters, to which the token is bound.
+            fetch: Loads up to `limit` rows after the cursor (None: from the newest).
+            cursor_of: The keyset of a row.
+            to_proto: A row as its message.
+
+        Returns:
+            The page's messages and the next token ("" at the end).
+
+        Raises:
+            InvalidArgument: The token is not one this service issued for `query`.
+        """
+        after = self.decode(page_token, query)
+        fetched = await fetch(after, page_size + 1)
+        if not isinstance(fetched, Fetched):
+            fetched = Fetched(fetched)
+        return self.page(
+            fetched.rows, page_size, query, cursor_of, to_proto, cut_short=fetched.cut_short
+        )
 
 
 def derived_key(secret: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -35,15 +36,26 @@ def amount_to_proto(currency: str, minor_units: int) -> MoneyProto:
     return MoneyProto(currency_code=currency, minor_units=minor_units)
 
 
-def timestamp(moment: datetime) -> Timestamp:
-    """A datetime as a protobuf `Timestamp`.
+@overload
+def timestamp(moment: datetime) -> Timestamp: ...
+
+
+@overload
+def timestamp(moment: None) -> None: ...
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    """A datetime as a protobuf `Timestamp`; None stays None (the field is left unset).
 
     Args:
-        moment: an aware datetime.
+        moment: an aware datetime, or None when there is none yet (a row's time before
+            the store wrote it, a payment not yet processed).
 
     Returns:
-        The Timestamp.
+        The Timestamp, or None.
     """
+    if moment is None:
+        return None
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp

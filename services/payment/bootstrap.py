@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.common.grpc_client import create_channel
+from services.common.idempotency import RequestLedger
 from services.common.migrator import load_migrations
 from services.common.retention import PruneRule, Retention
 from services.common.runtime import Runtime, ServiceSpec, Wiring, main
@@ -50,7 +51,7 @@ def build_spec(settings: PaymentSettings) -> ServiceSpec:
             stale_after_seconds=STALE_AFTER_SECONDS + 3 * settings.gateway_latency_ms / 1000,
             gateway_timeout_seconds=settings.gateway_timeout_seconds,
         )
-        api = PaymentApi(deps, runtime.pager)
+        api = PaymentApi(deps, runtime.pager, RequestLedger(unit_of_work))
         settler = PendingSettler(deps, RECOVERY_INTERVAL_SECONDS)
         return Wiring(
             register=[

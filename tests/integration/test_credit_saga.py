@@ -49,9 +49,9 @@ class Books:
     async def top_up(self, minor_units: int) -> None:
         async with self.uow() as uow:
             accounts = AccountRepository(uow.conn)
-            stored = await accounts.get_or_open(self.customer, "USD")
-            stored.account.top_up(Money("USD", minor_units))
-            await accounts.save(stored.account)
+            account = await accounts.get_or_open(self.customer, "USD")
+            account.top_up(Money("USD", minor_units))
+            await accounts.save(account)
 
     async def order(self, minor_units: int) -> str:
         order_id = new_id()

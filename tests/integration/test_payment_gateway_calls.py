@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import text
 
 from services.common.money import Money
-from services.payment.adapters.repository import PaymentRepository
 from services.payment.domain.gateway import GatewayUnavailable
 from services.payment.domain.model import (
     ChargeOutcome,
@@ -73,7 +72,7 @@ async def age_everything(world: World) -> None:
 
 async def stored(world: World, payment_id: str) -> Payment:
     async with world.deps.unit_of_work() as uow:
-        payment = await PaymentRepository(uow.conn).get(payment_id)
+        payment = await uow.payments.get(payment_id)
     assert payment is not None
     return payment
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.errors import NotFound
 from services.common.grpc_client import create_channel
 from services.common.grpc_server import GrpcServer, create_server
+from services.common.idempotency import RequestLedger
 from services.common.paging import Pager
 from services.payment.adapters.dependencies import GrpcHolds, GrpcOrders
 from services.payment.adapters.simulator import SimulatedGateway
@@ -168,15 +169,20 @@ async def start(
     target = dependency_target or f"127.0.0.1:{stand_ins.port}"
     order_channel = create_channel(target, "shop.order.v1.OrderService")
     credit_channel = create_channel(target, "shop.credit.v1.CreditService")
+
+    def unit_of_work() -> SqlPaymentUnitOfWork:
+        return SqlPaymentUnitOfWork(engine, "/shop/payment")
+
     api = PaymentApi(
         Dependencies(
-            unit_of_work=lambda: SqlPaymentUnitOfWork(engine, "/shop/payment"),
+            unit_of_work=unit_of_work,
             gateway=SimulatedGateway(),
             orders=GrpcOrders(order_channel),
             holds=GrpcHolds(credit_channel),
             retry=RetryPolicy(sleep=no_sleep),
         ),
         Pager(b"test page token key, 32 bytes..", 4 * 1024 * 1024),
+        RequestLedger(unit_of_work),
     )
     payment = await create_server(
         "127.0.0.1:0",

@@ -39,9 +39,9 @@ class Wallet:
         self.customer = new_id()
 
     async def top_up(self, minor_units: int, currency: str = "USD") -> None:
-        stored = await self.uow.accounts.get_or_open(self.customer, currency)
-        stored.account.top_up(Money(currency, minor_units))
-        await self.uow.accounts.save(stored.account)
+        account = await self.uow.accounts.get_or_open(self.customer, currency)
+        account.top_up(Money(currency, minor_units))
+        await self.uow.accounts.save(account)
 
     async def apply(self, handler: Any, event: Any) -> Any:
         return await self.uow.apply(handler, event)
@@ -325,3 +325,95 @@ async def test_a_refund_for_a_customer_without_an_account_gives_nothing(wallet: 
     await wallet.refunded(new_id(), new_id(), 3_000)
     assert [kind for kind, _, _ in wallet.uow.refunds.notes] == ["REFUND_NOT_CAPTURED"]
     assert wallet.customer not in wallet.uow.accounts.rows
+
+
+# Every event that moves a hold, from every state of the hold: what it becomes, what the
+# account holds after, what is announced; the same event again changes nothing more.
+# (A top-up of 5,000 and an order of 3,000: available, reserved, spent.)
+
+HELD, TAKEN, GIVEN_BACK = (2_000, 3_000, 0), (2_000, 0, 3_000), (5_000, 0, 0)
+A, C, R, E = (
+    ReservationState.ACTIVE,
+    ReservationState.CAPTURED,
+    ReservationState.RELEASED,
+    ReservationState.EXPIRED,
+)
+# event → {state before: (state after, balance after, events announced)}
+OUTCOMES: dict[
+    str, dict[ReservationState, tuple[ReservationState, tuple[int, int, int], list[str]]]
+] = {
+    "orders.cancelled": {
+        A: (R, GIVEN_BACK, ["CreditsReleased"]),
+        C: (C, TAKEN, []),
+        R: (R, GIVEN_BACK, []),
+        E: (E, GIVEN_BACK, []),
+    },
+    "payments.failed": {
+        A: (R, GIVEN_BACK, ["CreditsReleased"]),
+        C: (C, TAKEN, []),
+        R: (R, GIVEN_BACK, []),
+        E: (E, GIVEN_BACK, []),
+    },
+    "payments.succeeded": {
+        A: (C, TAKEN, ["CreditsCaptured"]),
+        C: (C, TAKEN, []),
+        R: (C, TAKEN, ["CreditsCaptured"]),  # the payment won at the gateway: it is taken
+        E: (C, TAKEN, ["CreditsCaptured"]),
+    },
+    "expiry": {
+        A: (E, GIVEN_BACK, ["CreditsReleased"]),
+        C: (C, TAKEN, []),
+        R: (R, GIVEN_BACK, []),
+        E: (E, GIVEN_BACK, []),
+    },
+}
+
+
+async def _hold_in(wallet: Wallet, state: ReservationState) -> str:
+    await wallet.top_up(5_000)
+    order = await wallet.created(3_000)
+    if state is C:
+        await wallet.paid(order, 3_000)
+    elif state is R:
+        await wallet.cancelled(order)
+    elif state is E:
+        wallet.uow.clock.advance(TTL + 1)
+        (overdue,) = await wallet.uow.reservations.overdue(10)
+        assert await wallet.apply(lambda uow, _: saga.expire(uow, overdue), None)
+    return order
+
+
+async def _deliver(wallet: Wallet, event_name: str, order: str, payment_id: str) -> None:
+    if event_name == "orders.cancelled":
+        await wallet.cancelled(order)
+    elif event_name == "payments.failed":
+        failed = wallet.payment(payment_events.PaymentFailed, order, payment_id)
+        await wallet.apply(saga.release_for_failed_payment, failed)
+    elif event_name == "payments.succeeded":
+        await wallet.paid(order, 3_000, payment_id)
+    else:  # the sweeper, after the hold's time is up
+        wallet.uow.clock.advance(TTL + 1)
+        hold = await wallet.hold(order)
+        await wallet.apply(lambda uow, _: saga.expire(uow, hold), None)
+
+
+@pytest.mark.parametrize("state", [A, C, R, E], ids=str)
+@pytest.mark.parametrize("event_name", list(OUTCOMES))
+async def test_each_event_from_each_state_of_the_hold(
+    wallet: Wallet, event_name: str, state: ReservationState
+) -> None:
+    order = await _hold_in(wallet, state)
+    assert (await wallet.hold(order)).state is state
+    before = len(wallet.emitted())
+    after, balance, announced = OUTCOMES[event_name][state]
+    payment_id = new_id()
+
+    await _deliver(wallet, event_name, order, payment_id)
+    assert (await wallet.hold(order)).state is after
+    assert wallet.balance() == balance
+    assert wallet.emitted()[before:] == announced
+
+    await _deliver(wallet, event_name, order, payment_id)  # redelivered
+    assert (await wallet.hold(order)).state is after
+    assert wallet.balance() == balance
+    assert wallet.emitted()[before:] == announced

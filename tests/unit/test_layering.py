@@ -1,5 +1,6 @@
 """The tree says what it promises: domain code knows no transport (gRPC, protobuf, the
-generated contract code), so the same rules serve any door (gRPC today, Connect next)."""
+generated contract code), so the same rules serve any door (gRPC and Connect); use cases
+reach storage only through their ports, so they run against fakes without servers."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ DOMAIN_MODULES = sorted(
         ROOT / "services/common/money.py",
     ]
 )
+SERVICE_LAYER_MODULES = sorted(ROOT.glob("services/*/service_layer/*.py"))
+# What a use case may not import: the database drivers, and its service's adapters other
+# than the proto mapping (the contract's events it emits are built there).
+STORAGE = ("sqlalchemy", "asyncpg")
 TRANSPORT = ("grpc", "grpc_status", "grpc_health", "google.protobuf", "google.rpc", "shop")
 
 
@@ -41,6 +46,44 @@ def test_domain_modules_import_no_transport(path: Path) -> None:
         if any(name == t or name.startswith(f"{t}.") for t in TRANSPORT)
     }
     assert not transport, f"{path.relative_to(ROOT)} imports {sorted(transport)}"
+
+
+def _storage_imports(path: Path) -> set[str]:
+    service = path.parts[-3]
+    allowed_adapter = f"services.{service}.adapters.proto_mapping"
+    return {
+        name
+        for name in imported_modules(path)
+        if any(name == s or name.startswith(f"{s}.") for s in STORAGE)
+        or (".adapters" in name and name != allowed_adapter)
+    }
+
+
+def test_there_are_use_cases_to_check() -> None:
+    services = {p.parts[-3] for p in SERVICE_LAYER_MODULES}
+    assert services == {"credit", "order", "payment"}, SERVICE_LAYER_MODULES
+
+
+@pytest.mark.parametrize("path", SERVICE_LAYER_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_use_cases_reach_storage_only_through_their_ports(path: Path) -> None:
+    leaks = _storage_imports(path)
+    assert not leaks, f"{path.relative_to(ROOT)} imports {sorted(leaks)}"
+
+
+def test_the_check_sees_a_storage_import(tmp_path: Path) -> None:
+    leaky = tmp_path / "services" / "order" / "service_layer" / "leaky.py"
+    leaky.parent.mkdir(parents=True)
+    leaky.write_text(
+        "import asyncpg\n"
+        "from services.order.adapters.repository import OrderRepository\n"
+        "from services.order.adapters.proto_mapping import order_created\n"
+        "from services.credit.adapters.proto_mapping import credits_reserved\n"
+    )
+    assert _storage_imports(leaky) == {
+        "asyncpg",
+        "services.order.adapters.repository",
+        "services.credit.adapters.proto_mapping",
+    }
 
 
 def test_the_check_sees_a_transport_import(tmp_path: Path) -> None:

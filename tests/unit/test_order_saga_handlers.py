@@ -11,7 +11,7 @@ import pytest
 
 from services.common.events import new_event
 from services.common.money import Money
-from services.order.domain.model import LineItem, OrderStatus
+from services.order.domain.model import TRANSITIONS, LineItem, OrderStatus, Trigger
 from services.order.service_layer import handlers, saga
 from shop.common.v1 import money_pb2
 from shop.credit.v1 import events_pb2 as credit_events
@@ -34,10 +34,10 @@ class Orders:
 
     async def created(self) -> str:
         items = [LineItem("BOOK-42", 2, Money("USD", 1_500))]
-        stored = await self.uow.apply(
+        order = await self.uow.apply(
             lambda uow, _: handlers.create_order(uow, self.customer, items), None
         )
-        return str(stored.order.order_id)
+        return str(order.order_id)
 
     def event(self, cls: Any, order_id: str, **fields: Any) -> Any:
         return new_event(cls, order_id=order_id, customer_id=self.customer, **fields)
@@ -202,3 +202,70 @@ async def test_events_for_unknown_or_malformed_orders_are_ignored(orders: Orders
         await orders.paid(order_id)
     assert orders.uow.orders.rows == {}
     assert orders.uow.events == []
+
+
+# Every saga event from every status: the handler moves the order exactly as the status
+# graph says (services/order/domain/model.py TRANSITIONS) and leaves it alone otherwise; the
+# same event delivered twice changes nothing the second time.
+
+HOLD, PAYMENT = new_id(), new_id()
+EVENTS: dict[Trigger, tuple[Any, Any, dict[str, Any]]] = {
+    Trigger.CREDITS_RESERVED: (
+        saga.on_credits_reserved,
+        credit_events.CreditsReserved,
+        {"reservation_id": HOLD},
+    ),
+    Trigger.RESERVATION_FAILED: (
+        saga.on_reservation_failed,
+        credit_events.CreditReservationFailed,
+        {"reason": "INSUFFICIENT_CREDITS"},
+    ),
+    Trigger.RESERVATION_EXPIRED: (
+        saga.on_credits_released,
+        credit_events.CreditsReleased,
+        {"reservation_id": HOLD, "reason": "EXPIRED"},
+    ),
+    Trigger.PAYMENT_SUCCEEDED: (
+        saga.on_payment_succeeded,
+        payment_events.PaymentSucceeded,
+        {"payment_id": PAYMENT},
+    ),
+    Trigger.PAYMENT_FAILED: (
+        saga.on_payment_failed,
+        payment_events.PaymentFailed,
+        {"payment_id": PAYMENT, "error_code": "CARD_DECLINED"},
+    ),
+    Trigger.FULLY_REFUNDED: (
+        saga.on_payment_refunded,
+        payment_events.PaymentRefunded,
+        {"payment_id": PAYMENT, "refund_id": new_id(), "fully_refunded": True},
+    ),
+}
+
+
+def test_the_table_covers_every_event_trigger() -> None:
+    assert set(EVENTS) == set(Trigger) - {Trigger.CANCEL}  # CancelOrder is a command
+
+
+@pytest.mark.parametrize("trigger", list(EVENTS), ids=str)
+@pytest.mark.parametrize("status", list(OrderStatus), ids=str)
+async def test_each_event_from_each_status_moves_the_order_as_the_graph_says(
+    orders: Orders, status: OrderStatus, trigger: Trigger
+) -> None:
+    order_id = await orders.created()
+    row = orders.uow.orders.rows[order_id]
+    row.status, row.reservation_id, row.payment_id = status, HOLD, PAYMENT
+    handler, cls, fields = EVENTS[trigger]
+    event = orders.event(cls, order_id, amount=USD, **fields)
+    expected = TRANSITIONS.get((status, trigger), status)
+    announced = ["OrderCreated"]
+    if expected is not status and trigger is Trigger.RESERVATION_EXPIRED:
+        announced.append("OrderCancelled")  # Payment refunds a payment that got through
+
+    await orders.on(handler, event)
+    assert orders.status(order_id) is expected
+    assert orders.emitted() == announced
+
+    await orders.on(handler, event)  # redelivered
+    assert orders.status(order_id) is expected
+    assert orders.emitted() == announced

@@ -10,28 +10,29 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.common.money import Money
-from services.order.adapters.repository import StoredOrder
-from services.order.adapters.status_feed import StatusChange, StatusFeed, WatchLimitReached
+from services.order.adapters.status_feed import StatusFeed, WatchLimitReached, parse_change
 from services.order.domain.model import TERMINAL, TRANSITIONS, LineItem, Order, OrderStatus
+from services.order.service_layer.ports import StatusChange
 from services.order.service_layer.watch import RANK, follow
 
 S = OrderStatus
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def stored(status: OrderStatus = S.PENDING, at: datetime = T0) -> StoredOrder:
+def stored(status: OrderStatus = S.PENDING, at: datetime = T0) -> Order:
     order = Order.create(
         "0b7e7f5e-6a43-4c8e-9d0a-3f1f2b9c7d11",
         "a8098c1a-f86e-11da-bd1a-00112444be1e",
         [LineItem("SKU-1", 2, Money("USD", 750))],
     )
     order.status = status
-    return StoredOrder(order, T0, at)
+    order.created_at, order.updated_at = T0, at
+    return order
 
 
 def change(status: OrderStatus, seconds: int, **fields: str) -> StatusChange:
     return StatusChange(
-        order_id=stored().order.order_id,
+        order_id=stored().order_id,
         status=status,
         reservation_id=fields.get("reservation_id", ""),
         payment_id=fields.get("payment_id", ""),
@@ -48,18 +49,18 @@ def test_every_transition_moves_an_order_farther_from_pending() -> None:
 
 
 async def sent(
-    first: StoredOrder,
+    first: Order,
     heard: list[StatusChange | None],
-    reads: list[StoredOrder] | None = None,
+    reads: list[Order] | None = None,
     seconds: float = 5.0,
-) -> list[StoredOrder]:
+) -> list[Order]:
     feed = StatusFeed(engine=None, max_streams=10)  # type: ignore[arg-type]
     pending_reads = list(reads or [])
 
-    async def read() -> StoredOrder:
+    async def read() -> Order:
         return pending_reads.pop(0)
 
-    with feed.subscribe(first.order.order_id) as subscription:
+    with feed.subscribe(first.order_id) as subscription:
         for item in heard:
             subscription.put(item)
         return [s async for s in follow(first, subscription, read, seconds)]
@@ -73,12 +74,12 @@ async def test_the_order_then_each_change_until_a_terminal_status() -> None:
             change(S.PAYMENT_FAILED, 2, reservation_id="r-1", failure_reason="CARD_DECLINED"),
         ],
     )
-    assert [s.order.status for s in out] == [S.PENDING, S.RESERVED, S.PAYMENT_FAILED]
-    assert out[1].order.reservation_id == "r-1"
-    assert out[2].order.failure_reason == "CARD_DECLINED"
+    assert [s.status for s in out] == [S.PENDING, S.RESERVED, S.PAYMENT_FAILED]
+    assert out[1].reservation_id == "r-1"
+    assert out[2].failure_reason == "CARD_DECLINED"
     assert out[2].updated_at == T0 + timedelta(seconds=2)
-    assert out[2].order.items == out[0].order.items  # what never changes comes from the read
-    assert out[2].order.status in TERMINAL
+    assert out[2].items == out[0].items  # what never changes comes from the read
+    assert out[2].status in TERMINAL
 
 
 async def test_a_change_the_first_read_already_showed_is_not_sent_again() -> None:
@@ -86,18 +87,18 @@ async def test_a_change_the_first_read_already_showed_is_not_sent_again() -> Non
         stored(S.RESERVED),
         [change(S.RESERVED, 1), change(S.CANCELLED, 2, failure_reason="changed mind")],
     )
-    assert [s.order.status for s in out] == [S.RESERVED, S.CANCELLED]
+    assert [s.status for s in out] == [S.RESERVED, S.CANCELLED]
 
 
 async def test_after_a_lost_listener_the_order_is_read_again() -> None:
     out = await sent(stored(), [None], reads=[stored(S.REJECTED, T0 + timedelta(seconds=3))])
-    assert [s.order.status for s in out] == [S.PENDING, S.REJECTED]
+    assert [s.status for s in out] == [S.PENDING, S.REJECTED]
 
 
 async def test_a_watch_ends_after_its_time_when_nothing_moves() -> None:
     started = asyncio.get_running_loop().time()
     out = await sent(stored(S.PAID), [], seconds=0.2)
-    assert [s.order.status for s in out] == [S.PAID]  # PAID is not final: it waited
+    assert [s.status for s in out] == [S.PAID]  # PAID is not final: it waited
     assert 0.2 <= asyncio.get_running_loop().time() - started < 2
 
 
@@ -124,7 +125,7 @@ def test_a_notification_payload_reads_as_the_trigger_writes_it() -> None:
             "reread": False,
         }
     )
-    parsed = StatusChange.parse(payload)
+    parsed = parse_change(payload)
     assert parsed.status == S.PAID
     assert parsed.failure_reason == ""
     assert parsed.updated_at == datetime(2026, 12, 3, 8, 53, 17, 123456, tzinfo=UTC)

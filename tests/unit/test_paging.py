@@ -9,11 +9,18 @@ import hmac
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from services.common.errors import InvalidArgument
-from services.common.paging import MAX_TOKEN_LENGTH, RESPONSE_HEADROOM_BYTES, PageCursor, Pager
+from services.common.errors import InvalidArgument, NotFound, found
+from services.common.paging import (
+    MAX_TOKEN_LENGTH,
+    RESPONSE_HEADROOM_BYTES,
+    Fetched,
+    PageCursor,
+    Pager,
+)
 from shop.order.v1 import order_pb2
 
 KEY = b"k" * 32
@@ -167,3 +174,54 @@ def test_a_fetch_cut_short_by_the_store_still_has_a_next_page() -> None:
     assert len(messages) == 2
     assert pager.decode(token, QUERY) == fetched[1][0]
     assert cut(pager, [], 10, cut_short=False) == ([], "")
+
+
+async def test_serve_walks_a_listing_page_by_page_asking_one_row_more() -> None:
+    pager = Pager(KEY, 4 << 20)
+    table = rows(7)
+    asked: list[tuple[PageCursor | None, int]] = []
+
+    async def fetch(
+        after: PageCursor | None, limit: int
+    ) -> list[tuple[PageCursor, order_pb2.Order]]:
+        asked.append((after, limit))
+        start = 0 if after is None else [r[0] for r in table].index(after) + 1
+        return table[start : start + limit]
+
+    seen, token = [], ""
+    while True:
+        page, token = await pager.serve(token, 3, QUERY, fetch, lambda r: r[0], lambda r: r[1])
+        seen += [m.order_id for m in page]
+        if not token:
+            break
+    assert seen == [str(n) for n in range(7)]
+    assert [limit for _, limit in asked] == [4, 4, 4]
+    assert asked[1][0] == table[2][0]
+
+
+async def test_serve_keeps_a_stores_cut_short_and_refuses_a_foreign_token() -> None:
+    pager = Pager(KEY, 4 << 20)
+    table = rows(2)
+
+    async def fetch(after: PageCursor | None, limit: int) -> Fetched[Any]:
+        return Fetched(table, cut_short=True)
+
+    page, token = await pager.serve("", 10, QUERY, fetch, lambda r: r[0], lambda r: r[1])
+    assert len(page) == 2
+    assert pager.decode(token, QUERY) == table[1][0]
+    with pytest.raises(InvalidArgument):
+        await pager.serve(token, 10, "customer_id=other", fetch, lambda r: r[0], lambda r: r[1])
+
+
+def test_a_cursor_is_taken_only_after_a_stored_row() -> None:
+    assert PageCursor.after(NOW, "id-1") == PageCursor(NOW, "id-1")
+    with pytest.raises(ValueError, match="never stored"):
+        PageCursor.after(None, "id-1")
+
+
+def test_found_gives_the_value_or_raises_the_callers_not_found() -> None:
+    missing = NotFound("order 1 does not exist")
+    assert found(0, missing) == 0  # a falsy value is still a value
+    with pytest.raises(NotFound) as raised:
+        found(None, missing)
+    assert raised.value is missing

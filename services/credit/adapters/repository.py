@@ -3,33 +3,21 @@ serializes every balance change of one customer."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
 from services.common.sql import Record, Sql
 from services.credit.domain.model import CreditAccount
 
 _COLUMNS = "customer_id, currency, available, reserved, spent, topped_up, updated_at"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredAccount:
-    account: CreditAccount
-    updated_at: datetime
-
-
-def _from_row(row: Record) -> StoredAccount:
-    r = row
-    return StoredAccount(
-        CreditAccount(
-            customer_id=str(r["customer_id"]),
-            currency=r["currency"],
-            available=r["available"],
-            reserved=r["reserved"],
-            spent=r["spent"],
-            topped_up=r["topped_up"],
-        ),
-        r["updated_at"],
+def _from_row(r: Record) -> CreditAccount:
+    return CreditAccount(
+        customer_id=str(r["customer_id"]),
+        currency=r["currency"],
+        available=r["available"],
+        reserved=r["reserved"],
+        spent=r["spent"],
+        topped_up=r["topped_up"],
+        updated_at=r["updated_at"],
     )
 
 
@@ -37,13 +25,13 @@ class AccountRepository:
     def __init__(self, conn: Sql) -> None:
         self.conn = conn
 
-    async def get(self, customer_id: str, *, for_update: bool = False) -> StoredAccount | None:
+    async def get(self, customer_id: str, *, for_update: bool = False) -> CreditAccount | None:
         row = await self.conn.row_by(
             "accounts", _COLUMNS, "customer_id", customer_id, for_update=for_update
         )
         return _from_row(row) if row is not None else None
 
-    async def get_or_open(self, customer_id: str, currency: str) -> StoredAccount:
+    async def get_or_open(self, customer_id: str, currency: str) -> CreditAccount:
         """Lock the customer's account, opening an empty one in `currency` if there is none."""
         await self.conn.execute(
             (
@@ -54,16 +42,16 @@ class AccountRepository:
             ),
             {"id": customer_id, "currency": currency},
         )
-        stored = await self.get(customer_id, for_update=True)
-        assert stored is not None
-        return stored
+        account = await self.get(customer_id, for_update=True)
+        assert account is not None
+        return account
 
-    async def save(self, account: CreditAccount) -> datetime:
+    async def save(self, account: CreditAccount) -> CreditAccount:
         row = await self.conn.fetchone(
             (
                 "UPDATE accounts SET available = :available, reserved = :reserved,"
                 " spent = :spent, topped_up = :topped_up, updated_at = now()"
-                " WHERE customer_id = :id RETURNING updated_at"
+                f" WHERE customer_id = :id RETURNING {_COLUMNS}"
             ),
             {
                 "id": account.customer_id,
@@ -73,5 +61,4 @@ class AccountRepository:
                 "topped_up": account.topped_up,
             },
         )
-        updated_at: datetime = row["updated_at"]
-        return updated_at
+        return _from_row(row)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 
 from services.common import metrics
 from services.common.money import Money
@@ -18,33 +16,19 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StoredReservation:
-    reservation: Reservation
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def cursor(self) -> PageCursor:
-        return PageCursor(self.created_at, self.reservation.reservation_id)
-
-
-def _from_row(row: Record) -> StoredReservation:
-    r = row
-    return StoredReservation(
-        Reservation(
-            reservation_id=str(r["reservation_id"]),
-            customer_id=str(r["customer_id"]),
-            order_id=str(r["order_id"]),
-            amount=Money(r["currency"], r["amount"]),
-            state=ReservationState(r["state"]),
-            expires_at=r["expires_at"],
-            payment_id=str(r["payment_id"] or ""),
-            release_reason=r["release_reason"] or "",
-            refunded=r["refunded"],
-        ),
-        r["created_at"],
-        r["updated_at"],
+def _from_row(r: Record) -> Reservation:
+    return Reservation(
+        reservation_id=str(r["reservation_id"]),
+        customer_id=str(r["customer_id"]),
+        order_id=str(r["order_id"]),
+        amount=Money(r["currency"], r["amount"]),
+        state=ReservationState(r["state"]),
+        expires_at=r["expires_at"],
+        payment_id=str(r["payment_id"] or ""),
+        release_reason=r["release_reason"] or "",
+        refunded=r["refunded"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
     )
 
 
@@ -52,7 +36,7 @@ class ReservationRepository:
     def __init__(self, conn: Sql) -> None:
         self.conn = conn
 
-    async def get(self, reservation_id: str) -> StoredReservation | None:
+    async def get(self, reservation_id: str) -> Reservation | None:
         row = await self.conn.row_by("reservations", _COLUMNS, "reservation_id", reservation_id)
         return _from_row(row) if row is not None else None
 
@@ -60,7 +44,7 @@ class ReservationRepository:
         row = await self.conn.row_by(
             "reservations", _COLUMNS, "order_id", order_id, for_update=for_update
         )
-        return _from_row(row).reservation if row is not None else None
+        return _from_row(row) if row is not None else None
 
     async def add(
         self, customer_id: str, order_id: str, amount: Money, ttl_seconds: int
@@ -82,7 +66,7 @@ class ReservationRepository:
                 "ttl": ttl_seconds,
             },
         )
-        return _from_row(row).reservation
+        return _from_row(row)
 
     async def save(self, reservation: Reservation) -> None:
         await self.conn.execute(
@@ -111,7 +95,7 @@ class ReservationRepository:
             ),
             {"limit": limit},
         )
-        return [_from_row(row).reservation for row in rows]
+        return [_from_row(row) for row in rows]
 
     async def lock_if_overdue(self, reservation_id: str) -> Reservation | None:
         """The hold, locked, if it is still active and overdue (another replica's sweep or a
@@ -123,11 +107,11 @@ class ReservationRepository:
             ),
             {"id": reservation_id},
         )
-        return _from_row(row).reservation if row is not None else None
+        return _from_row(row) if row is not None else None
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
-    ) -> list[StoredReservation]:
+    ) -> list[Reservation]:
         page = Keyset("reservation_id", after)
         rows = await self.conn.fetch(
             (

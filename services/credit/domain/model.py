@@ -7,6 +7,7 @@ Pure rules, no I/O. Invariant after every operation:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.common.errors import FailedPrecondition
 from services.common.money import MAX_MINOR_UNITS, Money
@@ -50,6 +51,7 @@ class CreditAccount:
     reserved: int = 0
     spent: int = 0
     topped_up: int = 0
+    updated_at: datetime | None = None  # written by the store; None until stored
 
     def _check_currency(self, amount: Money) -> None:
         if amount.currency != self.currency:

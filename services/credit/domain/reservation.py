@@ -51,6 +51,9 @@ class Reservation:
     payment_id: str = ""
     release_reason: str = ""
     refunded: int = 0  # minor units given back by refunds of the capturing payment
+    # Written by the store (None until stored): the keyset of ListReservations.
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
     @property
     def is_active(self) -> bool:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from services.common.errors import NotFound
-from services.common.events import new_event
+from services.common.errors import NotFound, found
 from services.common.money import Money
 from services.common.paging import PageCursor
-from services.common.proto_mapping import amount_to_proto, money_to_proto
-from services.credit.adapters.repository import StoredAccount
-from services.credit.adapters.reservations import StoredReservation
+from services.credit.adapters.proto_mapping import credits_topped_up
+from services.credit.domain.model import CreditAccount
+from services.credit.domain.reservation import Reservation
 from services.credit.service_layer.ports import CreditUnitOfWork
-from shop.credit.v1 import events_pb2
 
 
 class AccountNotFound(NotFound):
@@ -33,39 +31,24 @@ class ReservationNotFound(NotFound):
 
 async def top_up(
     uow: CreditUnitOfWork, customer_id: str, amount: Money, request_id: str
-) -> StoredAccount:
+) -> CreditAccount:
     accounts = uow.accounts
-    stored = await accounts.get_or_open(customer_id, amount.currency)
-    account = stored.account
+    account = await accounts.get_or_open(customer_id, amount.currency)
     account.top_up(amount)
-    updated_at = await accounts.save(account)
-    uow.emit(
-        new_event(
-            events_pb2.CreditsToppedUp,
-            customer_id=customer_id,
-            amount=money_to_proto(amount),
-            request_id=request_id,
-            available=amount_to_proto(account.currency, account.available),
-        )
-    )
-    return StoredAccount(account, updated_at)
+    saved = await accounts.save(account)
+    uow.emit(credits_topped_up(saved, amount, request_id))
+    return saved
 
 
-async def get_account(uow: CreditUnitOfWork, customer_id: str) -> StoredAccount:
-    stored = await uow.accounts.get(customer_id)
-    if stored is None:
-        raise AccountNotFound(customer_id)
-    return stored
+async def get_account(uow: CreditUnitOfWork, customer_id: str) -> CreditAccount:
+    return found(await uow.accounts.get(customer_id), AccountNotFound(customer_id))
 
 
-async def get_reservation(uow: CreditUnitOfWork, reservation_id: str) -> StoredReservation:
-    stored = await uow.reservations.get(reservation_id)
-    if stored is None:
-        raise ReservationNotFound(reservation_id)
-    return stored
+async def get_reservation(uow: CreditUnitOfWork, reservation_id: str) -> Reservation:
+    return found(await uow.reservations.get(reservation_id), ReservationNotFound(reservation_id))
 
 
 async def list_reservations(
     uow: CreditUnitOfWork, customer_id: str, after: PageCursor | None, limit: int
-) -> list[StoredReservation]:
+) -> list[Reservation]:
     return await uow.reservations.list_for_customer(customer_id, after, limit)

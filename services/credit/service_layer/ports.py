@@ -4,35 +4,32 @@ AbstractRepository and AbstractUnitOfWork): PostgreSQL in production
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Protocol
 
 from google.protobuf.message import Message
 
 from services.common.money import Money
 from services.common.paging import PageCursor
-from services.credit.adapters.repository import StoredAccount
-from services.credit.adapters.reservations import StoredReservation
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import Reservation
 
 
 class Accounts(Protocol):
-    async def get(self, customer_id: str, *, for_update: bool = False) -> StoredAccount | None:
+    async def get(self, customer_id: str, *, for_update: bool = False) -> CreditAccount | None:
         """The customer's account (row-locked when `for_update`), or None."""
         ...
 
-    async def get_or_open(self, customer_id: str, currency: str) -> StoredAccount:
+    async def get_or_open(self, customer_id: str, currency: str) -> CreditAccount:
         """The customer's account, locked, opened empty in `currency` if there was none."""
         ...
 
-    async def save(self, account: CreditAccount) -> datetime:
-        """Store the balances; returns the new `updated_at`."""
+    async def save(self, account: CreditAccount) -> CreditAccount:
+        """Store the balances; returns the account as stored (its new `updated_at`)."""
         ...
 
 
 class Reservations(Protocol):
-    async def get(self, reservation_id: str) -> StoredReservation | None: ...
+    async def get(self, reservation_id: str) -> Reservation | None: ...
 
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
         """The order's hold (there is at most one), row-locked when `for_update`."""
@@ -56,7 +53,7 @@ class Reservations(Protocol):
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
-    ) -> list[StoredReservation]: ...
+    ) -> list[Reservation]: ...
 
     async def mark_order_cancelled(self, order_id: str) -> None: ...
 

@@ -13,14 +13,18 @@ from __future__ import annotations
 import logging
 
 from services.common.errors import DomainError
-from services.common.events import new_event
 from services.common.inbox import PoisonEvent
 from services.common.money import Money
-from services.common.proto_mapping import money_to_proto, timestamp
+from services.credit.adapters.proto_mapping import (
+    credits_captured,
+    credits_refunded,
+    credits_released,
+    credits_reserved,
+    reservation_failed,
+)
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import ReleaseReason, Reservation, ReservationState
 from services.credit.service_layer.ports import Accounts, CreditUnitOfWork
-from shop.credit.v1 import events_pb2 as credit_events
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
 
@@ -42,22 +46,13 @@ async def reserve_for_order(
         _reservation_failed(uow, event, "ACCOUNT_NOT_FOUND", "the customer has no credit account")
         return
     try:
-        account.account.reserve(total)
+        account.reserve(total)
     except DomainError as refused:  # CURRENCY_MISMATCH, INSUFFICIENT_CREDITS, INVALID_AMOUNT
         _reservation_failed(uow, event, refused.reason, refused.message)
         return
-    await uow.accounts.save(account.account)
+    await uow.accounts.save(account)
     hold = await reservations.add(event.customer_id, event.order_id, total, ttl_seconds)
-    uow.emit(
-        new_event(
-            credit_events.CreditsReserved,
-            reservation_id=hold.reservation_id,
-            order_id=hold.order_id,
-            customer_id=hold.customer_id,
-            amount=money_to_proto(hold.amount),
-            expires_at=timestamp(hold.expires_at),
-        )
-    )
+    uow.emit(credits_reserved(hold))
     log.info("reserved %s for order %s", total, event.order_id)
 
 
@@ -65,16 +60,8 @@ def _reservation_failed(
     uow: CreditUnitOfWork, event: order_events.OrderCreated, reason: str, message: str
 ) -> None:
     log.info("no hold for order %s: %s", event.order_id, reason)
-    uow.emit(
-        new_event(
-            credit_events.CreditReservationFailed,
-            order_id=event.order_id,
-            customer_id=event.customer_id,
-            amount=event.total,
-            reason=reason,
-            message=message,
-        )
-    )
+    total = Money(event.total.currency_code, event.total.minor_units)
+    uow.emit(reservation_failed(event.order_id, event.customer_id, total, reason, message))
 
 
 async def release_for_cancelled_order(
@@ -117,16 +104,7 @@ async def _give_back(uow: CreditUnitOfWork, account: CreditAccount, hold: Reserv
     account.release(hold.amount)
     await uow.accounts.save(account)
     await uow.reservations.save(hold)
-    uow.emit(
-        new_event(
-            credit_events.CreditsReleased,
-            reservation_id=hold.reservation_id,
-            order_id=hold.order_id,
-            customer_id=hold.customer_id,
-            amount=money_to_proto(hold.amount),
-            reason=hold.release_reason,
-        )
-    )
+    uow.emit(credits_released(hold))
     log.info("released %s of order %s: %s", hold.amount, hold.order_id, hold.release_reason)
 
 
@@ -175,16 +153,7 @@ async def capture_for_payment(
         hold.capture_after_release(event.payment_id)
     await uow.accounts.save(account)
     await uow.reservations.save(hold)
-    uow.emit(
-        new_event(
-            credit_events.CreditsCaptured,
-            reservation_id=hold.reservation_id,
-            order_id=hold.order_id,
-            customer_id=hold.customer_id,
-            amount=money_to_proto(hold.amount),
-            payment_id=event.payment_id,
-        )
-    )
+    uow.emit(credits_captured(hold, event.payment_id))
 
 
 class CaptureNotYetApplied(Exception):
@@ -252,31 +221,22 @@ async def refund(uow: CreditUnitOfWork, event: payment_events.PaymentRefunded) -
         raise PoisonEvent(f"refund {event.refund_id} cannot be given back: {refused}") from None
     await uow.accounts.save(account)
     await uow.reservations.save(hold)
-    uow.emit(
-        new_event(
-            credit_events.CreditsRefunded,
-            customer_id=event.customer_id,
-            order_id=event.order_id,
-            payment_id=event.payment_id,
-            refund_id=event.refund_id,
-            amount=money_to_proto(given),
-        )
-    )
+    uow.emit(credits_refunded(hold, event.payment_id, event.refund_id, given))
 
 
 async def _lock(
     uow: CreditUnitOfWork, customer_id: str, order_id: str
 ) -> tuple[CreditAccount | None, Reservation | None]:
     """Lock the customer's account, then the order's hold: Credit's one lock order."""
-    stored = await uow.accounts.get(customer_id, for_update=True)
+    account = await uow.accounts.get(customer_id, for_update=True)
     hold = await uow.reservations.for_order(order_id, for_update=True)
-    if hold is not None and (stored is None or hold.customer_id != customer_id):
+    if hold is not None and (account is None or hold.customer_id != customer_id):
         raise PoisonEvent(f"order {order_id}'s hold belongs to another customer than {customer_id}")
-    return (stored.account if stored is not None else None), hold
+    return account, hold
 
 
 async def _locked_account(accounts: Accounts, customer_id: str) -> CreditAccount:
-    stored = await accounts.get(customer_id, for_update=True)
-    if stored is None:  # a hold implies the account exists
+    account = await accounts.get(customer_id, for_update=True)
+    if account is None:  # a hold implies the account exists
         raise PoisonEvent(f"credit account {customer_id} is missing")
-    return stored.account
+    return account

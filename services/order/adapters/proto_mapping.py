@@ -1,13 +1,13 @@
-"""Orders as protobuf messages: the gRPC resource and the items carried by orders.created."""
+"""Orders as protobuf messages: the gRPC resource and the events Order publishes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from services.common.events import new_event
 from services.common.proto_mapping import money_to_proto, timestamp
-from services.order.adapters.repository import StoredOrder
-from services.order.domain.model import LineItem
-from shop.order.v1 import order_pb2
+from services.order.domain.model import LineItem, Order
+from shop.order.v1 import events_pb2, order_pb2
 
 
 def items_to_proto(items: Sequence[LineItem]) -> list[order_pb2.OrderItem]:
@@ -19,8 +19,7 @@ def items_to_proto(items: Sequence[LineItem]) -> list[order_pb2.OrderItem]:
     ]
 
 
-def order_to_proto(stored: StoredOrder) -> order_pb2.Order:
-    o = stored.order
+def order_to_proto(o: Order) -> order_pb2.Order:
     return order_pb2.Order(
         order_id=o.order_id,
         customer_id=o.customer_id,
@@ -30,6 +29,29 @@ def order_to_proto(stored: StoredOrder) -> order_pb2.Order:
         reservation_id=o.reservation_id,
         payment_id=o.payment_id,
         failure_reason=o.failure_reason,
-        created_at=timestamp(stored.created_at),
-        updated_at=timestamp(stored.updated_at),
+        created_at=timestamp(o.created_at),
+        updated_at=timestamp(o.updated_at),
+    )
+
+
+def order_created(order: Order) -> events_pb2.OrderCreated:
+    """orders.created: Credit reserves the total."""
+    return new_event(
+        events_pb2.OrderCreated,
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        items=items_to_proto(order.items),
+        total=money_to_proto(order.total),
+    )
+
+
+def order_cancelled(order: Order) -> events_pb2.OrderCancelled:
+    """orders.cancelled: Credit releases the hold; Payment refunds a payment that got
+    through anyway."""
+    return new_event(
+        events_pb2.OrderCancelled,
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        reservation_id=order.reservation_id,
+        reason=order.failure_reason,
     )

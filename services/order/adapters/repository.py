@@ -4,8 +4,6 @@ serializes every change of one order (a cancel racing a saga event, two events a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from services.common import metrics
@@ -22,17 +20,6 @@ _COLUMNS = (
     "order_id, customer_id, currency, total, status, reservation_id, payment_id,"
     " failure_reason, items, created_at, updated_at"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class StoredOrder:
-    order: Order
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def cursor(self) -> PageCursor:
-        return PageCursor(self.created_at, self.order.order_id)
 
 
 def _items_to_json(order: Order) -> str:
@@ -53,22 +40,19 @@ def _items_from_json(raw: Any, currency: str) -> tuple[LineItem, ...]:
     )
 
 
-def _from_row(row: Record) -> StoredOrder:
-    r = row
+def _from_row(r: Record) -> Order:
     currency = r["currency"]
-    return StoredOrder(
-        Order(
-            order_id=str(r["order_id"]),
-            customer_id=str(r["customer_id"]),
-            items=_items_from_json(r["items"], currency),
-            total=Money(currency, r["total"]),
-            status=OrderStatus(r["status"]),
-            reservation_id=str(r["reservation_id"] or ""),
-            payment_id=str(r["payment_id"] or ""),
-            failure_reason=r["failure_reason"] or "",
-        ),
-        r["created_at"],
-        r["updated_at"],
+    return Order(
+        order_id=str(r["order_id"]),
+        customer_id=str(r["customer_id"]),
+        items=_items_from_json(r["items"], currency),
+        total=Money(currency, r["total"]),
+        status=OrderStatus(r["status"]),
+        reservation_id=str(r["reservation_id"] or ""),
+        payment_id=str(r["payment_id"] or ""),
+        failure_reason=r["failure_reason"] or "",
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
     )
 
 
@@ -76,7 +60,7 @@ class OrderRepository:
     def __init__(self, conn: Sql) -> None:
         self.conn = conn
 
-    async def add(self, order: Order) -> StoredOrder:
+    async def add(self, order: Order) -> Order:
         row = await self.conn.fetchone(
             (
                 "INSERT INTO orders (order_id, customer_id, currency, total, status,"
@@ -100,13 +84,13 @@ class OrderRepository:
         metrics.count_after_commit(metrics.ORDERS, order.status.value)
         return _from_row(row)
 
-    async def get(self, order_id: str, *, for_update: bool = False) -> StoredOrder | None:
+    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         row = await self.conn.row_by(
             "orders", _COLUMNS, "order_id", order_id, for_update=for_update
         )
         return _from_row(row) if row is not None else None
 
-    async def save(self, order: Order) -> StoredOrder:
+    async def save(self, order: Order) -> Order:
         """Write the lifecycle fields back (items and total never change)."""
         row = await self.conn.fetchone(
             (
@@ -127,7 +111,7 @@ class OrderRepository:
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
-    ) -> Fetched[StoredOrder]:
+    ) -> Fetched[Order]:
         """Up to `limit` orders, newest first, stopping once FETCH_MAX_ITEMS items are loaded
         (the first order always comes): a page of big orders is never loaded whole."""
         page = Keyset("order_id", after)

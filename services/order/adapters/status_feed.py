@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from services.common.errors import ResourceExhausted
 from services.order.domain.model import OrderStatus
+from services.order.service_layer.ports import StatusChange
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +30,18 @@ RETRY_SECONDS = 1.0
 PING_SECONDS = 15.0  # a listener on a silently dead connection would hear nothing forever
 
 
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """What the trigger announces: the fields a status change can touch."""
-
-    order_id: str
-    status: OrderStatus
-    reservation_id: str
-    payment_id: str
-    failure_reason: str
-    updated_at: datetime
-    reread: bool  # the payload left something out: read the order instead
-
-    @classmethod
-    def parse(cls, payload: str) -> StatusChange:
-        data = json.loads(payload)
-        return cls(
-            order_id=str(data["order_id"]),
-            status=OrderStatus(data["status"]),
-            reservation_id=str(data["reservation_id"] or ""),
-            payment_id=str(data["payment_id"] or ""),
-            failure_reason=str(data["failure_reason"] or ""),
-            updated_at=datetime.fromisoformat(data["updated_at"]),
-            reread=bool(data["reread"]),
-        )
+def parse_change(payload: str) -> StatusChange:
+    """The trigger's JSON payload (migration 0002) as a change."""
+    data = json.loads(payload)
+    return StatusChange(
+        order_id=str(data["order_id"]),
+        status=OrderStatus(data["status"]),
+        reservation_id=str(data["reservation_id"] or ""),
+        payment_id=str(data["payment_id"] or ""),
+        failure_reason=str(data["failure_reason"] or ""),
+        updated_at=datetime.fromisoformat(data["updated_at"]),
+        reread=bool(data["reread"]),
+    )
 
 
 class WatchLimitReached(ResourceExhausted):
@@ -122,7 +110,7 @@ class StatusFeed:
 
     def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         try:
-            change = StatusChange.parse(payload)
+            change = parse_change(payload)
         except (ValueError, KeyError, TypeError):
             log.error("unreadable %s notification %r; ignored", CHANNEL, payload[:200])
             return

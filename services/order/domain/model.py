@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.common.money import MAX_MINOR_UNITS, Money
@@ -134,6 +135,10 @@ class Order:
     reservation_id: str = ""
     payment_id: str = ""
     failure_reason: str = ""
+    # Written by the store (None until the order is stored): the keyset of ListOrders and
+    # the times clients see. No rule here reads them.
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
     @classmethod
     def create(cls, order_id: str, customer_id: str, items: Sequence[LineItem]) -> Order:

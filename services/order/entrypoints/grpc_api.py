@@ -9,13 +9,12 @@ from typing import Any
 import grpc
 
 from services.common.idempotency import run_idempotent
-from services.common.paging import PageCursor, Pager
+from services.common.paging import Fetched, PageCursor, Pager
 from services.common.validation import canonical_id, money, page_size, refuse
 from services.order.adapters.proto_mapping import order_to_proto
-from services.order.adapters.repository import StoredOrder
 from services.order.adapters.status_feed import StatusFeed
 from services.order.adapters.unit_of_work import SqlOrderUnitOfWork
-from services.order.domain.model import LineItem, item_violations
+from services.order.domain.model import LineItem, Order, item_violations
 from services.order.service_layer import handlers, watch
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 
@@ -30,8 +29,8 @@ def line_items(items: Sequence[order_pb2.OrderItem]) -> list[LineItem]:
     return parsed
 
 
-def _cursor(stored: StoredOrder) -> PageCursor:
-    return stored.cursor
+def _cursor(order: Order) -> PageCursor:
+    return PageCursor.after(order.created_at, order.order_id)
 
 
 class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
@@ -47,7 +46,7 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         self.feed = feed
         self.watch_max_seconds = watch_max_seconds
 
-    async def _read_order(self, order_id: str) -> StoredOrder:
+    async def _read_order(self, order_id: str) -> Order:
         async with self.unit_of_work().autocommit() as uow:
             return await handlers.get_order(uow, order_id)
 
@@ -59,8 +58,8 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         request_id = canonical_id(request.request_id)
 
         async def work(uow: SqlOrderUnitOfWork) -> order_service_pb2.CreateOrderResponse:
-            stored = await handlers.create_order(uow, customer_id, items)
-            return order_service_pb2.CreateOrderResponse(order=order_to_proto(stored))
+            order = await handlers.create_order(uow, customer_id, items)
+            return order_service_pb2.CreateOrderResponse(order=order_to_proto(order))
 
         return await run_idempotent(
             self.unit_of_work,
@@ -74,20 +73,25 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     async def GetOrder(
         self, request: order_service_pb2.GetOrderRequest, context: Context
     ) -> order_service_pb2.GetOrderResponse:
-        stored = await self._read_order(canonical_id(request.order_id))
-        return order_service_pb2.GetOrderResponse(order=order_to_proto(stored))
+        order = await self._read_order(canonical_id(request.order_id))
+        return order_service_pb2.GetOrderResponse(order=order_to_proto(order))
 
     async def ListOrders(
         self, request: order_service_pb2.ListOrdersRequest, context: Context
     ) -> order_service_pb2.ListOrdersResponse:
         customer_id = canonical_id(request.customer_id)
-        size = page_size(request.page_size)
-        query = f"customer_id={customer_id}"
-        after = self.pager.decode(request.page_token, query)
-        async with self.unit_of_work().autocommit() as uow:
-            fetched = await handlers.list_orders(uow, customer_id, after, size + 1)
-        orders, token = self.pager.page(
-            fetched.rows, size, query, _cursor, order_to_proto, cut_short=fetched.cut_short
+
+        async def fetch(after: PageCursor | None, limit: int) -> Fetched[Order]:
+            async with self.unit_of_work().autocommit() as uow:
+                return await handlers.list_orders(uow, customer_id, after, limit)
+
+        orders, token = await self.pager.serve(
+            request.page_token,
+            page_size(request.page_size),
+            f"customer_id={customer_id}",
+            fetch,
+            _cursor,
+            order_to_proto,
         )
         return order_service_pb2.ListOrdersResponse(orders=orders, next_page_token=token)
 
@@ -96,8 +100,8 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     ) -> order_service_pb2.CancelOrderResponse:
         order_id = canonical_id(request.order_id)
         async with self.unit_of_work() as uow:
-            stored = await handlers.cancel_order(uow, order_id, request.reason.strip())
-        return order_service_pb2.CancelOrderResponse(order=order_to_proto(stored))
+            order = await handlers.cancel_order(uow, order_id, request.reason.strip())
+        return order_service_pb2.CancelOrderResponse(order=order_to_proto(order))
 
     async def WatchOrder(
         self, request: order_service_pb2.WatchOrderRequest, context: Context
@@ -105,7 +109,7 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
         key = canonical_id(request.order_id)
         with self.feed.subscribe(key) as changes:  # first: no change slips in after the read
             first = await self._read_order(key)
-            async for stored in watch.follow(
+            async for order in watch.follow(
                 first, changes, lambda: self._read_order(key), self.watch_max_seconds
             ):
-                yield order_service_pb2.WatchOrderResponse(order=order_to_proto(stored))
+                yield order_service_pb2.WatchOrderResponse(order=order_to_proto(order))

@@ -13,8 +13,8 @@ import logging
 import uuid
 from collections.abc import Callable
 
+from services.order.adapters.proto_mapping import order_cancelled
 from services.order.domain.model import Order
-from services.order.service_layer.handlers import cancelled_event
 from services.order.service_layer.ports import OrderUnitOfWork
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.payment.v1 import events_pb2 as payment_events
@@ -34,11 +34,10 @@ async def _apply(
         log.error("%s names no valid order id (%r); ignored", event_name, order_id[:64])
         return None
     orders = uow.orders
-    stored = await orders.get(order_id, for_update=True)
-    if stored is None:
+    order = await orders.get(order_id, for_update=True)
+    if order is None:
         log.warning("%s for unknown order %s; ignored", event_name, order_id)
         return None
-    order = stored.order
     before = order.status
     if not change(order):
         log.warning(
@@ -94,7 +93,7 @@ async def on_credits_released(uow: OrderUnitOfWork, event: credit_events.Credits
     )
     if order is not None:
         # Announced like any cancellation: Payment refunds a payment that got through anyway.
-        uow.emit(cancelled_event(order))
+        uow.emit(order_cancelled(order))
 
 
 async def on_payment_succeeded(

@@ -7,9 +7,8 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from services.order.adapters.repository import StoredOrder
-from services.order.adapters.status_feed import StatusChange, Subscription
-from services.order.domain.model import TERMINAL, TRANSITIONS, OrderStatus
+from services.order.domain.model import TERMINAL, TRANSITIONS, Order, OrderStatus
+from services.order.service_layer.ports import Changes, StatusChange
 
 
 def _ranks() -> dict[OrderStatus, int]:
@@ -27,31 +26,31 @@ def _ranks() -> dict[OrderStatus, int]:
 RANK = _ranks()
 
 
-def apply_change(stored: StoredOrder, change: StatusChange) -> StoredOrder:
+def apply_change(order: Order, change: StatusChange) -> Order:
     """The order after `change`: items, total and customer never change."""
-    order = dataclasses.replace(
-        stored.order,
+    return dataclasses.replace(
+        order,
         status=change.status,
         reservation_id=change.reservation_id,
         payment_id=change.payment_id,
         failure_reason=change.failure_reason,
+        updated_at=change.updated_at,
     )
-    return StoredOrder(order, stored.created_at, change.updated_at)
 
 
 async def follow(
-    first: StoredOrder,
-    changes: Subscription,
-    read: Callable[[], Awaitable[StoredOrder]],
+    first: Order,
+    changes: Changes,
+    read: Callable[[], Awaitable[Order]],
     seconds: float,
-) -> AsyncIterator[StoredOrder]:
+) -> AsyncIterator[Order]:
     """`first`, then the order after each change of its status; ends at a terminal status
     or after `seconds`. `read` reads the order again (after the listener reconnected)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     current = first
     yield current
-    while current.order.status not in TERMINAL:
+    while current.status not in TERMINAL:
         remaining = deadline - loop.time()
         if remaining <= 0:
             return
@@ -65,6 +64,6 @@ async def follow(
             candidate = await read()
         else:
             candidate = apply_change(current, change)
-        if RANK[candidate.order.status] > RANK[current.order.status]:
+        if RANK[candidate.status] > RANK[current.status]:
             current = candidate
             yield current

@@ -6,6 +6,8 @@ settlement first wins, and the loser reads the winner's outcome instead of writi
 
 from __future__ import annotations
 
+import asyncpg
+
 from services.common.money import Money
 from services.common.paging import Keyset, PageCursor
 from services.common.sql import Record, Sql
@@ -16,6 +18,7 @@ from services.payment.domain.model import (
     Refund,
     RefundStatus,
 )
+from services.payment.service_layer.ports import RequestIdTaken
 
 _PAYMENT_COLUMNS = (
     "payment_id, order_id, customer_id, reservation_id, currency, amount, payment_method,"
@@ -26,11 +29,6 @@ _REFUND_COLUMNS = (
     "refund_id, payment_id, currency, amount, reason, status, transaction_id, error_code,"
     " error_message, request_id, request_fingerprint, created_at, processed_at"
 )
-
-
-def cursor_of(payment: Payment) -> PageCursor:
-    assert payment.created_at is not None, "a stored payment has a creation time"
-    return PageCursor(payment.created_at, payment.payment_id)
 
 
 def _payment(row: Record) -> Payment:
@@ -198,23 +196,31 @@ class RefundRepository:
         self.conn = conn
 
     async def add(self, refund: Refund, fingerprint: bytes) -> Refund:
-        row = await self.conn.fetchone(
-            (
-                "INSERT INTO refunds (refund_id, payment_id, currency, amount, reason,"
-                " status, request_id, request_fingerprint)"
-                " VALUES (:refund_id, :payment_id, :currency, :amount, :reason, 'PENDING',"
-                f" :request_id, :fingerprint) RETURNING {_REFUND_COLUMNS}"
-            ),
-            {
-                "refund_id": refund.refund_id,
-                "payment_id": refund.payment_id,
-                "currency": refund.amount.currency,
-                "amount": refund.amount.minor_units,
-                "reason": refund.reason,
-                "request_id": refund.request_id,
-                "fingerprint": fingerprint,
-            },
-        )
+        """Insert a PENDING refund. RequestIdTaken when a concurrent call recorded one with this
+        request_id first: the unique constraint (not deferred) refuses this INSERT once that
+        call commits, and this transaction is aborted."""
+        try:
+            row = await self.conn.fetchone(
+                (
+                    "INSERT INTO refunds (refund_id, payment_id, currency, amount, reason,"
+                    " status, request_id, request_fingerprint)"
+                    " VALUES (:refund_id, :payment_id, :currency, :amount, :reason, 'PENDING',"
+                    f" :request_id, :fingerprint) RETURNING {_REFUND_COLUMNS}"
+                ),
+                {
+                    "refund_id": refund.refund_id,
+                    "payment_id": refund.payment_id,
+                    "currency": refund.amount.currency,
+                    "amount": refund.amount.minor_units,
+                    "reason": refund.reason,
+                    "request_id": refund.request_id,
+                    "fingerprint": fingerprint,
+                },
+            )
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name == "refunds_request_id_unique":
+                raise RequestIdTaken(refund.request_id) from error
+            raise
         return _refund(row)
 
     async def by_request_id(self, request_id: str) -> tuple[Refund, bytes] | None:

@@ -10,20 +10,23 @@ import grpc
 
 from services.common.grpc_client import Deadline
 from services.common.idempotency import RequestLedger, fingerprint
-from services.common.paging import Pager
+from services.common.paging import PageCursor, Pager
 from services.common.validation import canonical_id, money, page_size
 from services.payment.adapters.proto_mapping import (
     method_from_proto,
     payment_to_proto,
     refund_to_proto,
 )
-from services.payment.adapters.repository import cursor_of
-from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.domain.model import Payment
 from services.payment.service_layer import dependencies, processing, queries, refunds
+from services.payment.service_layer.ports import PaymentUnitOfWork
 from shop.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _cursor(payment: Payment) -> PageCursor:
+    return PageCursor.after(payment.created_at, payment.payment_id)
 
 
 def process_response(payment: Payment) -> payment_service_pb2.ProcessPaymentResponse:
@@ -37,13 +40,15 @@ def process_response(payment: Payment) -> payment_service_pb2.ProcessPaymentResp
 
 
 class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, deps: dependencies.Dependencies, pager: Pager) -> None:
+    def __init__(
+        self, deps: dependencies.Dependencies, pager: Pager, ledger: RequestLedger
+    ) -> None:
         self.deps = deps
         self.pager = pager
-        self.ledger = RequestLedger(deps.unit_of_work)
+        self.ledger = ledger  # on the same database as deps.unit_of_work
 
     @property
-    def unit_of_work(self) -> Callable[[], SqlPaymentUnitOfWork]:
+    def unit_of_work(self) -> Callable[[], PaymentUnitOfWork]:
         return self.deps.unit_of_work
 
     async def ProcessPayment(
@@ -85,12 +90,19 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
     ) -> payment_service_pb2.ListPaymentsResponse:
         order = canonical_id(request.order_id) or None  # the rules: exactly one of the two
         customer = canonical_id(request.customer_id) or None
-        size = page_size(request.page_size)
-        query = f"order_id={order or ''}&customer_id={customer or ''}"
-        after = self.pager.decode(request.page_token, query)
-        async with self.unit_of_work().autocommit() as uow:
-            rows = await queries.list_payments(uow, order, customer, after, size + 1)
-        payments, token = self.pager.page(rows, size, query, cursor_of, payment_to_proto)
+
+        async def fetch(after: PageCursor | None, limit: int) -> list[Payment]:
+            async with self.unit_of_work().autocommit() as uow:
+                return await queries.list_payments(uow, order, customer, after, limit)
+
+        payments, token = await self.pager.serve(
+            request.page_token,
+            page_size(request.page_size),
+            f"order_id={order or ''}&customer_id={customer or ''}",
+            fetch,
+            _cursor,
+            payment_to_proto,
+        )
         return payment_service_pb2.ListPaymentsResponse(payments=payments, next_page_token=token)
 
     async def RefundPayment(

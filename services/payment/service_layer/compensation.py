@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import uuid
 
-from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.domain.model import REFUNDABLE, Payment, Refund
+from services.payment.service_layer.ports import PaymentUnitOfWork
 from shop.order.v1 import events_pb2 as order_events
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,7 @@ NOTHING_CHARGED_AFTER_SECONDS = 300
 _FINGERPRINT = b"compensation"
 
 
-async def note_cancelled_order(
-    uow: SqlPaymentUnitOfWork, event: order_events.OrderCancelled
-) -> None:
+async def note_cancelled_order(uow: PaymentUnitOfWork, event: order_events.OrderCancelled) -> None:
     """The consumer's handler: remember the order; the job decides what, if anything, to do."""
     try:
         order_id = str(uuid.UUID(event.order_id))
@@ -50,7 +48,7 @@ async def note_cancelled_order(
     await uow.cancelled_orders.note(order_id, event.reason)
 
 
-async def record_refund(uow: SqlPaymentUnitOfWork, order_id: str) -> tuple[Refund, Payment] | None:
+async def record_refund(uow: PaymentUnitOfWork, order_id: str) -> tuple[Refund, Payment] | None:
     """Under the payment's row lock, record the refund of what is left of the order's
     payment, once; None when there is nothing left to refund (or it was recorded before)."""
     payments, refunds = uow.payments, uow.refunds

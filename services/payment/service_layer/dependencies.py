@@ -7,9 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.domain.gateway import PaymentGateway
-from services.payment.service_layer.ports import Holds, Orders
+from services.payment.service_layer.ports import Holds, Orders, PaymentUnitOfWork
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class PollPolicy:
 
 @dataclass
 class Dependencies:
-    unit_of_work: Callable[[], SqlPaymentUnitOfWork]
+    unit_of_work: Callable[[], PaymentUnitOfWork]
     gateway: PaymentGateway
     orders: Orders
     holds: Holds

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+from services.common.errors import found
 from services.common.paging import PageCursor
-from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.domain.model import Payment
 from services.payment.service_layer.errors import PaymentNotFound
+from services.payment.service_layer.ports import PaymentUnitOfWork
 
 
-async def get_payment(uow: SqlPaymentUnitOfWork, payment_id: str) -> Payment:
-    payment = await uow.payments.get(payment_id)
-    if payment is None:
-        raise PaymentNotFound(payment_id)
-    return payment
+async def get_payment(uow: PaymentUnitOfWork, payment_id: str) -> Payment:
+    return found(await uow.payments.get(payment_id), PaymentNotFound(payment_id))
 
 
 async def list_payments(
-    uow: SqlPaymentUnitOfWork,
+    uow: PaymentUnitOfWork,
     order_id: str | None,
     customer_id: str | None,
     after: PageCursor | None,

@@ -8,16 +8,14 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
-
 from services.common.errors import IdempotencyKeyReused
 from services.common.money import Money
 from services.payment.adapters.proto_mapping import payment_refunded, refund_requested
-from services.payment.adapters.unit_of_work import SqlPaymentUnitOfWork
 from services.payment.domain.gateway import GatewayUnavailable, PaymentGateway
 from services.payment.domain.model import Payment, Refund, RefundOutcome, RefundStatus
 from services.payment.service_layer.dependencies import Dependencies, RetryPolicy
 from services.payment.service_layer.errors import GatewayDown, PaymentNotFound
+from services.payment.service_layer.ports import PaymentUnitOfWork, RequestIdTaken
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +38,9 @@ async def refund_payment(deps: Dependencies, cmd: RefundPayment) -> tuple[Refund
         try:
             refund, payment = await _record_refund(deps, cmd)
             break
-        except asyncpg.UniqueViolationError as error:
+        except RequestIdTaken:
             # A concurrent call with this request_id recorded first: go and find it.
-            if attempt == 0 and error.constraint_name == "refunds_request_id_unique":
+            if attempt == 0:
                 continue
             raise
     assert refund is not None
@@ -82,7 +80,7 @@ async def _record_refund(deps: Dependencies, cmd: RefundPayment) -> tuple[Refund
 
 
 async def _earlier_refund(
-    uow: SqlPaymentUnitOfWork, cmd: RefundPayment
+    uow: PaymentUnitOfWork, cmd: RefundPayment
 ) -> tuple[Refund, Payment] | None:
     """The refund an earlier call with this request_id recorded, with its payment."""
     found = await uow.refunds.by_request_id(cmd.request_id)

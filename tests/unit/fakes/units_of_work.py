@@ -5,6 +5,7 @@ adapters implement (services/*/service_layer/ports.py), with a transaction's all
 from __future__ import annotations
 
 import copy
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,11 +16,8 @@ from google.protobuf.message import Message
 
 from services.common.money import Money
 from services.common.paging import Fetched, PageCursor
-from services.credit.adapters.repository import StoredAccount
-from services.credit.adapters.reservations import StoredReservation
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import Reservation, ReservationState
-from services.order.adapters.repository import StoredOrder
 from services.order.domain.model import Order
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,35 +62,32 @@ class FakeAccounts:
     clock: Clock
     rows: dict[str, CreditAccount] = field(default_factory=dict)
 
-    async def get(self, customer_id: str, *, for_update: bool = False) -> StoredAccount | None:
+    async def get(self, customer_id: str, *, for_update: bool = False) -> CreditAccount | None:
         account = self.rows.get(customer_id)
-        return StoredAccount(copy.copy(account), self.clock.now) if account else None
+        return copy.copy(account) if account else None
 
-    async def get_or_open(self, customer_id: str, currency: str) -> StoredAccount:
+    async def get_or_open(self, customer_id: str, currency: str) -> CreditAccount:
         self.rows.setdefault(customer_id, CreditAccount(customer_id, currency))
-        stored = await self.get(customer_id)
-        assert stored is not None
-        return stored
+        account = await self.get(customer_id)
+        assert account is not None
+        return account
 
-    async def save(self, account: CreditAccount) -> datetime:
+    async def save(self, account: CreditAccount) -> CreditAccount:
         assert account.is_balanced, account
-        self.rows[account.customer_id] = copy.copy(account)
-        return self.clock.now
+        stored = dataclasses.replace(account, updated_at=self.clock.now)
+        self.rows[account.customer_id] = stored
+        return copy.copy(stored)
 
 
 @dataclass
 class FakeReservations:
     clock: Clock
     rows: dict[str, Reservation] = field(default_factory=dict)
-    created: dict[str, datetime] = field(default_factory=dict)
     cancelled_orders: set[str] = field(default_factory=set)
 
-    async def get(self, reservation_id: str) -> StoredReservation | None:
+    async def get(self, reservation_id: str) -> Reservation | None:
         hold = self.rows.get(reservation_id)
-        if hold is None:
-            return None
-        at = self.created[reservation_id]
-        return StoredReservation(copy.copy(hold), at, at)
+        return copy.copy(hold) if hold else None
 
     async def for_order(self, order_id: str, *, for_update: bool = False) -> Reservation | None:
         found = [h for h in self.rows.values() if h.order_id == order_id]
@@ -109,14 +104,17 @@ class FakeReservations:
             amount=amount,
             state=ReservationState.ACTIVE,
             expires_at=self.clock.now + timedelta(seconds=ttl_seconds),
+            created_at=self.clock.now,
+            updated_at=self.clock.now,
         )
         self.rows[hold.reservation_id] = copy.copy(hold)
-        self.created[hold.reservation_id] = self.clock.now
         return hold
 
     async def save(self, reservation: Reservation) -> None:
         assert 0 <= reservation.refunded <= reservation.amount.minor_units
-        self.rows[reservation.reservation_id] = copy.copy(reservation)
+        self.rows[reservation.reservation_id] = dataclasses.replace(
+            reservation, updated_at=self.clock.now
+        )
 
     async def overdue(self, limit: int) -> list[Reservation]:
         due = [h for h in self.rows.values() if h.is_expired_at(self.clock.now)]
@@ -128,7 +126,7 @@ class FakeReservations:
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
-    ) -> list[StoredReservation]:
+    ) -> list[Reservation]:
         raise NotImplementedError  # a read for the API, not the saga's
 
     async def mark_order_cancelled(self, order_id: str) -> None:
@@ -198,25 +196,22 @@ class FakeCreditUnitOfWork(_Transactional):
 class FakeOrders:
     rows: dict[str, Order] = field(default_factory=dict)
 
-    def _stored(self, order: Order) -> StoredOrder:
-        return StoredOrder(copy.deepcopy(order), EPOCH, EPOCH)
-
-    async def add(self, order: Order) -> StoredOrder:
+    async def add(self, order: Order) -> Order:
         assert order.order_id not in self.rows
-        self.rows[order.order_id] = copy.deepcopy(order)
-        return self._stored(order)
+        self.rows[order.order_id] = dataclasses.replace(order, created_at=EPOCH, updated_at=EPOCH)
+        return copy.deepcopy(self.rows[order.order_id])
 
-    async def get(self, order_id: str, *, for_update: bool = False) -> StoredOrder | None:
+    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         order = self.rows.get(order_id)
-        return self._stored(order) if order else None
+        return copy.deepcopy(order) if order else None
 
-    async def save(self, order: Order) -> StoredOrder:
-        self.rows[order.order_id] = copy.deepcopy(order)
-        return self._stored(order)
+    async def save(self, order: Order) -> Order:
+        self.rows[order.order_id] = dataclasses.replace(order, updated_at=EPOCH)
+        return copy.deepcopy(self.rows[order.order_id])
 
     async def list_for_customer(
         self, customer_id: str, after: PageCursor | None, limit: int
-    ) -> Fetched[StoredOrder]:
+    ) -> Fetched[Order]:
         raise NotImplementedError  # a read for the API, not the saga's
 
 
