@@ -49,14 +49,18 @@ def credits_topped_up(
     )
 
 
+def _hold_fields(hold: Reservation) -> dict[str, object]:
+    return {
+        "reservation_id": hold.reservation_id,
+        "order_id": hold.order_id,
+        "customer_id": hold.customer_id,
+        "amount": money_to_proto(hold.amount),
+    }
+
+
 def credits_reserved(hold: Reservation) -> events_pb2.CreditsReserved:
     return new_event(
-        events_pb2.CreditsReserved,
-        reservation_id=hold.reservation_id,
-        order_id=hold.order_id,
-        customer_id=hold.customer_id,
-        amount=money_to_proto(hold.amount),
-        expires_at=timestamp(hold.expires_at),
+        events_pb2.CreditsReserved, **_hold_fields(hold), expires_at=timestamp(hold.expires_at)
     )
 
 
@@ -74,25 +78,11 @@ def reservation_failed(
 
 
 def credits_released(hold: Reservation) -> events_pb2.CreditsReleased:
-    return new_event(
-        events_pb2.CreditsReleased,
-        reservation_id=hold.reservation_id,
-        order_id=hold.order_id,
-        customer_id=hold.customer_id,
-        amount=money_to_proto(hold.amount),
-        reason=hold.release_reason,
-    )
+    return new_event(events_pb2.CreditsReleased, **_hold_fields(hold), reason=hold.release_reason)
 
 
 def credits_captured(hold: Reservation, payment_id: str) -> events_pb2.CreditsCaptured:
-    return new_event(
-        events_pb2.CreditsCaptured,
-        reservation_id=hold.reservation_id,
-        order_id=hold.order_id,
-        customer_id=hold.customer_id,
-        amount=money_to_proto(hold.amount),
-        payment_id=payment_id,
-    )
+    return new_event(events_pb2.CreditsCaptured, **_hold_fields(hold), payment_id=payment_id)
 
 
 def credits_refunded(

@@ -9,6 +9,7 @@ from services.common.money import Money
 from services.common.paging import Keyset, PageCursor
 from services.common.sql import Record, Sql
 from services.credit.domain.reservation import Reservation, ReservationState
+from services.credit.service_layer.ports import Discrepancy
 
 _COLUMNS = (
     "reservation_id, customer_id, order_id, currency, amount, state, expires_at,"
@@ -174,20 +175,11 @@ class RefundLedger:
             },
         )
 
-    async def note(
-        self,
-        kind: str,
-        *,
-        customer_id: str,
-        order_id: str,
-        payment_id: str,
-        amount: Money,
-        detail: str,
-        refund_id: str | None = None,
-    ) -> None:
+    async def note(self, discrepancy: Discrepancy) -> None:
         """A discrepancy for people to reconcile (table `reconciliation`, and the counter
         credit_reconciliation_total once the unit of work commits)."""
-        metrics.count_after_commit(metrics.RECONCILIATION, kind)
+        d = discrepancy
+        metrics.count_after_commit(metrics.RECONCILIATION, d.kind)
         await self.conn.execute(
             (
                 "INSERT INTO reconciliation (kind, customer_id, order_id, payment_id,"
@@ -196,14 +188,14 @@ class RefundLedger:
                 " :detail)"
             ),
             {
-                "kind": kind,
-                "customer": customer_id,
-                "order": order_id,
-                "payment": payment_id,
-                "refund": refund_id,
-                "currency": amount.currency,
-                "amount": amount.minor_units,
-                "detail": detail[:1000],
+                "kind": d.kind,
+                "customer": d.customer_id,
+                "order": d.order_id,
+                "payment": d.payment_id,
+                "refund": d.refund_id,
+                "currency": d.amount.currency,
+                "amount": d.amount.minor_units,
+                "detail": d.detail[:1000],
             },
         )
 

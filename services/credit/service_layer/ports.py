@@ -4,6 +4,7 @@ AbstractRepository and AbstractUnitOfWork): PostgreSQL in production
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -60,6 +61,20 @@ class Reservations(Protocol):
     async def order_was_cancelled(self, order_id: str) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    """What Credit could not square, for people to reconcile (LATE_CAPTURE_SHORT,
+    REFUND_NOT_CAPTURED, REFUND_OVER_CAPTURE)."""
+
+    kind: str
+    customer_id: str
+    order_id: str
+    payment_id: str
+    amount: Money
+    detail: str
+    refund_id: str | None = None
+
+
 class Refunds(Protocol):
     """The refunds Credit applied, and what it could not square (for reconciliation)."""
 
@@ -75,17 +90,9 @@ class Refunds(Protocol):
         given_back: Money,
     ) -> None: ...
 
-    async def note(
-        self,
-        kind: str,
-        *,
-        customer_id: str,
-        order_id: str,
-        payment_id: str,
-        amount: Money,
-        detail: str,
-        refund_id: str | None = None,
-    ) -> None: ...
+    async def note(self, discrepancy: Discrepancy) -> None:
+        """Keep it for reconciliation (and count it once the work commits)."""
+        ...
 
     async def late_capture_refused(self, payment_id: str) -> bool: ...
 

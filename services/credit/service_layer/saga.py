@@ -24,7 +24,7 @@ from services.credit.adapters.proto_mapping import (
 )
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import ReleaseReason, Reservation, ReservationState
-from services.credit.service_layer.ports import Accounts, CreditUnitOfWork
+from services.credit.service_layer.ports import Accounts, CreditUnitOfWork, Discrepancy
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
 
@@ -141,12 +141,14 @@ async def capture_for_payment(
                 extra={"order_id": hold.order_id, "payment_id": event.payment_id},
             )
             await uow.refunds.note(
-                "LATE_CAPTURE_SHORT",
-                customer_id=hold.customer_id,
-                order_id=hold.order_id,
-                payment_id=event.payment_id,
-                amount=hold.amount,
-                detail=f"hold {hold.state.value}; {refused.reason}",
+                Discrepancy(
+                    "LATE_CAPTURE_SHORT",
+                    customer_id=hold.customer_id,
+                    order_id=hold.order_id,
+                    payment_id=event.payment_id,
+                    amount=hold.amount,
+                    detail=f"hold {hold.state.value}; {refused.reason}",
+                )
             )
             return
         account.capture(hold.amount)
@@ -203,13 +205,15 @@ async def refund(uow: CreditUnitOfWork, event: payment_events.PaymentRefunded) -
             extra={"order_id": event.order_id, "payment_id": event.payment_id},
         )
         await ledger.note(
-            kind,
-            customer_id=event.customer_id,
-            order_id=event.order_id,
-            payment_id=event.payment_id,
-            refund_id=event.refund_id,
-            amount=requested,
-            detail=f"given back {given.minor_units} of {requested.minor_units}",
+            Discrepancy(
+                kind,
+                customer_id=event.customer_id,
+                order_id=event.order_id,
+                payment_id=event.payment_id,
+                refund_id=event.refund_id,
+                amount=requested,
+                detail=f"given back {given.minor_units} of {requested.minor_units}",
+            )
         )
     if not given.is_positive:
         return

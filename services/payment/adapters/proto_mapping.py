@@ -127,28 +127,26 @@ def payment_failed(p: Payment) -> events_pb2.PaymentFailed:
     )
 
 
+def _refund_fields(r: Refund, p: Payment) -> dict[str, object]:
+    return {
+        "refund_id": r.refund_id,
+        "payment_id": p.payment_id,
+        "order_id": p.order_id,
+        "customer_id": p.customer_id,
+        "amount": money_to_proto(r.amount),
+        "reason": r.reason,
+    }
+
+
 def refund_requested(r: Refund, p: Payment) -> events_pb2.RefundRequested:
-    return new_event(
-        events_pb2.RefundRequested,
-        refund_id=r.refund_id,
-        payment_id=p.payment_id,
-        order_id=p.order_id,
-        customer_id=p.customer_id,
-        amount=money_to_proto(r.amount),
-        reason=r.reason,
-    )
+    return new_event(events_pb2.RefundRequested, **_refund_fields(r, p))
 
 
 def payment_refunded(r: Refund, p: Payment) -> events_pb2.PaymentRefunded:
     return new_event(
         events_pb2.PaymentRefunded,
-        refund_id=r.refund_id,
-        payment_id=p.payment_id,
-        order_id=p.order_id,
-        customer_id=p.customer_id,
-        amount=money_to_proto(r.amount),
+        **_refund_fields(r, p),
         refunded_total=amount_to_proto(p.amount.currency, p.refunded),
         fully_refunded=p.fully_refunded,
-        reason=r.reason,
         transaction_id=r.transaction_id,
     )

@@ -18,6 +18,7 @@ from services.common.money import Money
 from services.common.paging import Fetched, PageCursor
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import Reservation, ReservationState
+from services.credit.service_layer.ports import Discrepancy
 from services.order.domain.model import Order
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -156,18 +157,9 @@ class FakeRefunds:
         assert refund_id not in self.applied_rows, "refund_id is the primary key"
         self.applied_rows[refund_id] = (requested.minor_units, given_back.minor_units)
 
-    async def note(
-        self,
-        kind: str,
-        *,
-        customer_id: str,
-        order_id: str,
-        payment_id: str,
-        amount: Money,
-        detail: str,
-        refund_id: str | None = None,
-    ) -> None:
-        self.notes.append((kind, payment_id, amount.minor_units))
+    async def note(self, discrepancy: Discrepancy) -> None:
+        d = discrepancy
+        self.notes.append((d.kind, d.payment_id, d.amount.minor_units))
 
     async def late_capture_refused(self, payment_id: str) -> bool:
         return any(k == "LATE_CAPTURE_SHORT" and p == payment_id for k, p, _ in self.notes)
