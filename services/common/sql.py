@@ -119,6 +119,33 @@ class Sql:
             {"value": value},
         )
 
+    async def update_row(
+        self, table: str, columns: str, key: str, value: object, changes: Params
+    ) -> Record:
+        """Write `changes` to the row of `table` whose `key` column equals `value`, stamp its
+        `updated_at`, and read it back: the one shape of a repository's write-back.
+
+        Args:
+            table: the table (of the service's schema).
+            columns: the columns to read back, as RETURNING lists them.
+            key: the column to match (a primary or unique key).
+            value: the key's value.
+            changes: the new values by column (their names are the statement's, never a
+                caller's input).
+
+        Returns:
+            The row as written.
+
+        Raises:
+            LookupError: there is no such row (a write-back follows a read of it).
+        """
+        assignments = ", ".join(f"{column} = :{column}" for column in changes)
+        return await self.fetchone(
+            f"UPDATE {table} SET {assignments}, updated_at = now()"
+            f" WHERE {key} = :key_value RETURNING {columns}",
+            {**changes, "key_value": value},
+        )
+
     async def fetchval(self, sql: str, params: Params | None = None) -> Any:
         """The first column of the first row, or None."""
         query, args = self._bind(sql, params)

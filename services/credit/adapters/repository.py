@@ -47,14 +47,12 @@ class AccountRepository:
         return account
 
     async def save(self, account: CreditAccount) -> CreditAccount:
-        row = await self.conn.fetchone(
-            (
-                "UPDATE accounts SET available = :available, reserved = :reserved,"
-                " spent = :spent, topped_up = :topped_up, updated_at = now()"
-                f" WHERE customer_id = :id RETURNING {_COLUMNS}"
-            ),
+        row = await self.conn.update_row(
+            "accounts",
+            _COLUMNS,
+            "customer_id",
+            account.customer_id,
             {
-                "id": account.customer_id,
                 "available": account.available,
                 "reserved": account.reserved,
                 "spent": account.spent,

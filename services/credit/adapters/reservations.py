@@ -9,7 +9,7 @@ from services.common.money import Money
 from services.common.paging import Keyset, PageCursor
 from services.common.sql import Record, Sql
 from services.credit.domain.reservation import Reservation, ReservationState
-from services.credit.service_layer.ports import Discrepancy
+from services.credit.service_layer.ports import AppliedRefund, Discrepancy
 
 _COLUMNS = (
     "reservation_id, customer_id, order_id, currency, amount, state, expires_at,"
@@ -70,18 +70,16 @@ class ReservationRepository:
         return _from_row(row)
 
     async def save(self, reservation: Reservation) -> None:
-        await self.conn.execute(
-            (
-                "UPDATE reservations SET state = :state, payment_id = :payment,"
-                " release_reason = :reason, refunded = :refunded, updated_at = now()"
-                " WHERE reservation_id = :id"
-            ),
+        await self.conn.update_row(
+            "reservations",
+            "reservation_id",
+            "reservation_id",
+            reservation.reservation_id,
             {
-                "refunded": reservation.refunded,
-                "id": reservation.reservation_id,
                 "state": reservation.state.value,
-                "payment": reservation.payment_id or None,
-                "reason": reservation.release_reason or None,
+                "payment_id": reservation.payment_id or None,
+                "release_reason": reservation.release_reason or None,
+                "refunded": reservation.refunded,
             },
         )
 
@@ -149,15 +147,8 @@ class RefundLedger:
         )
         return row is not None
 
-    async def record(
-        self,
-        refund_id: str,
-        payment_id: str,
-        order_id: str,
-        customer_id: str,
-        requested: Money,
-        given_back: Money,
-    ) -> None:
+    async def record(self, refund: AppliedRefund) -> None:
+        r = refund
         await self.conn.execute(
             (
                 "INSERT INTO applied_refunds (refund_id, payment_id, order_id, customer_id,"
@@ -165,13 +156,13 @@ class RefundLedger:
                 " VALUES (:refund, :payment, :order, :customer, :currency, :requested, :given)"
             ),
             {
-                "refund": refund_id,
-                "payment": payment_id,
-                "order": order_id,
-                "customer": customer_id,
-                "currency": requested.currency,
-                "requested": requested.minor_units,
-                "given": given_back.minor_units,
+                "refund": r.refund_id,
+                "payment": r.payment_id,
+                "order": r.order_id,
+                "customer": r.customer_id,
+                "currency": r.requested.currency,
+                "requested": r.requested.minor_units,
+                "given": r.given_back.minor_units,
             },
         )
 

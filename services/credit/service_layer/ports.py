@@ -62,6 +62,18 @@ class Reservations(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class AppliedRefund:
+    """A refund Credit has applied: what Payment refunded, and what it gave back for it."""
+
+    refund_id: str
+    payment_id: str
+    order_id: str
+    customer_id: str
+    requested: Money
+    given_back: Money
+
+
+@dataclass(frozen=True, slots=True)
 class Discrepancy:
     """What Credit could not square, for people to reconcile (LATE_CAPTURE_SHORT,
     REFUND_NOT_CAPTURED, REFUND_OVER_CAPTURE)."""
@@ -80,15 +92,9 @@ class Refunds(Protocol):
 
     async def applied(self, refund_id: str) -> bool: ...
 
-    async def record(
-        self,
-        refund_id: str,
-        payment_id: str,
-        order_id: str,
-        customer_id: str,
-        requested: Money,
-        given_back: Money,
-    ) -> None: ...
+    async def record(self, refund: AppliedRefund) -> None:
+        """Keep it, once per refund id (a second one is refused by the store)."""
+        ...
 
     async def note(self, discrepancy: Discrepancy) -> None:
         """Keep it for reconciliation (and count it once the work commits)."""

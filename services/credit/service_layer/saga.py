@@ -24,7 +24,12 @@ from services.credit.adapters.proto_mapping import (
 )
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import ReleaseReason, Reservation, ReservationState
-from services.credit.service_layer.ports import Accounts, CreditUnitOfWork, Discrepancy
+from services.credit.service_layer.ports import (
+    Accounts,
+    AppliedRefund,
+    CreditUnitOfWork,
+    Discrepancy,
+)
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
 
@@ -187,12 +192,9 @@ async def refund(uow: CreditUnitOfWork, event: payment_events.PaymentRefunded) -
             f"refund {event.refund_id}: payment {event.payment_id}'s capture is not applied yet"
         )
     await ledger.record(
-        event.refund_id,
-        event.payment_id,
-        event.order_id,
-        event.customer_id,
-        requested,
-        given,
+        AppliedRefund(
+            event.refund_id, event.payment_id, event.order_id, event.customer_id, requested, given
+        )
     )
     if given != requested:
         log.error(

@@ -92,18 +92,16 @@ class OrderRepository:
 
     async def save(self, order: Order) -> Order:
         """Write the lifecycle fields back (items and total never change)."""
-        row = await self.conn.fetchone(
-            (
-                "UPDATE orders SET status = :status, reservation_id = :reservation,"
-                " payment_id = :payment, failure_reason = :reason, updated_at = now()"
-                f" WHERE order_id = :id RETURNING {_COLUMNS}"
-            ),
+        row = await self.conn.update_row(
+            "orders",
+            _COLUMNS,
+            "order_id",
+            order.order_id,
             {
-                "id": order.order_id,
                 "status": order.status.value,
-                "reservation": order.reservation_id or None,
-                "payment": order.payment_id or None,
-                "reason": order.failure_reason or None,
+                "reservation_id": order.reservation_id or None,
+                "payment_id": order.payment_id or None,
+                "failure_reason": order.failure_reason or None,
             },
         )
         metrics.count_after_commit(metrics.ORDERS, order.status.value)

@@ -152,17 +152,12 @@ class PaymentRepository:
 
     async def record_refunded(self, payment: Payment) -> Payment:
         """Write the refunded total and status; the caller holds the row lock."""
-        row = await self.conn.fetchone(
-            (
-                "UPDATE payments SET status = :status, refunded = :refunded,"
-                " updated_at = now() WHERE payment_id = :payment_id"
-                f" RETURNING {_PAYMENT_COLUMNS}"
-            ),
-            {
-                "payment_id": payment.payment_id,
-                "status": payment.status.value,
-                "refunded": payment.refunded,
-            },
+        row = await self.conn.update_row(
+            "payments",
+            _PAYMENT_COLUMNS,
+            "payment_id",
+            payment.payment_id,
+            {"status": payment.status.value, "refunded": payment.refunded},
         )
         return _payment(row)
 

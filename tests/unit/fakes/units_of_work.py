@@ -18,7 +18,7 @@ from services.common.money import Money
 from services.common.paging import Fetched, PageCursor
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import Reservation, ReservationState
-from services.credit.service_layer.ports import Discrepancy
+from services.credit.service_layer.ports import AppliedRefund, Discrepancy
 from services.order.domain.model import Order
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -145,17 +145,12 @@ class FakeRefunds:
     async def applied(self, refund_id: str) -> bool:
         return refund_id in self.applied_rows
 
-    async def record(
-        self,
-        refund_id: str,
-        payment_id: str,
-        order_id: str,
-        customer_id: str,
-        requested: Money,
-        given_back: Money,
-    ) -> None:
-        assert refund_id not in self.applied_rows, "refund_id is the primary key"
-        self.applied_rows[refund_id] = (requested.minor_units, given_back.minor_units)
+    async def record(self, refund: AppliedRefund) -> None:
+        assert refund.refund_id not in self.applied_rows, "refund_id is the primary key"
+        self.applied_rows[refund.refund_id] = (
+            refund.requested.minor_units,
+            refund.given_back.minor_units,
+        )
 
     async def note(self, discrepancy: Discrepancy) -> None:
         d = discrepancy
