@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from google.protobuf.message import Message
 
@@ -18,8 +19,11 @@ from services.common.money import Money
 from services.common.paging import Fetched, PageCursor
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import Reservation, ReservationState
-from services.credit.service_layer.ports import AppliedRefund, Discrepancy
+from services.credit.service_layer.ports import AppliedRefund, CreditUnitOfWork, Discrepancy
 from services.order.domain.model import Order
+from services.order.service_layer.ports import OrderUnitOfWork
+from services.payment.domain.model import Payment, Refund, RefundStatus
+from services.payment.service_layer.ports import PaymentUnitOfWork, RequestIdTaken
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -209,3 +213,136 @@ class FakeOrderUnitOfWork(_Transactional):
 
     def _tables(self) -> dict[str, Any]:
         return {"orders": self.orders}
+
+
+# Payment ────────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class FakePayments:
+    rows: dict[str, Payment] = field(default_factory=dict)
+
+    async def add(self, payment: Payment) -> Payment | None:
+        if any(p.order_id == payment.order_id for p in self.rows.values()):
+            return None  # one payment per order (a UNIQUE)
+        self.rows[payment.payment_id] = dataclasses.replace(payment, created_at=EPOCH)
+        return copy.deepcopy(self.rows[payment.payment_id])
+
+    async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
+        payment = self.rows.get(payment_id)
+        return copy.deepcopy(payment) if payment else None
+
+    async def for_order(self, order_id: str, *, for_update: bool = False) -> Payment | None:
+        found = [p for p in self.rows.values() if p.order_id == order_id]
+        return copy.deepcopy(found[0]) if found else None
+
+    async def record_settlement(self, payment: Payment) -> Payment | None:
+        raise NotImplementedError  # ProcessPayment's, not the compensation's
+
+    async def record_refunded(self, payment: Payment) -> Payment:
+        raise NotImplementedError
+
+    async def page(
+        self, order_id: str | None, customer_id: str | None, after: PageCursor | None, limit: int
+    ) -> list[Payment]:
+        raise NotImplementedError
+
+    async def stale_pending(self, older_than_seconds: float, limit: int) -> list[Payment]:
+        raise NotImplementedError
+
+
+@dataclass
+class FakePaymentRefunds:
+    rows: dict[str, tuple[Refund, bytes]] = field(default_factory=dict)
+
+    async def add(self, refund: Refund, fingerprint: bytes) -> Refund:
+        if await self.by_request_id(refund.request_id) is not None:
+            raise RequestIdTaken(refund.request_id)
+        assert refund.status is RefundStatus.PENDING
+        self.rows[refund.refund_id] = (dataclasses.replace(refund, created_at=EPOCH), fingerprint)
+        return copy.deepcopy(self.rows[refund.refund_id][0])
+
+    async def by_request_id(self, request_id: str) -> tuple[Refund, bytes] | None:
+        found = [(r, f) for r, f in self.rows.values() if r.request_id == request_id]
+        return copy.deepcopy(found[0]) if found else None
+
+    async def get(self, refund_id: str) -> Refund | None:
+        row = self.rows.get(refund_id)
+        return copy.deepcopy(row[0]) if row else None
+
+    async def pending_total(self, payment_id: str) -> int:
+        return sum(
+            r.amount.minor_units
+            for r, _ in self.rows.values()
+            if r.payment_id == payment_id and r.status is RefundStatus.PENDING
+        )
+
+    async def record_settlement(self, refund: Refund) -> Refund | None:
+        raise NotImplementedError
+
+    async def stale_pending(self, older_than_seconds: float, limit: int) -> list[Refund]:
+        raise NotImplementedError
+
+
+@dataclass
+class FakeCancelledOrders:
+    reasons: dict[str, str] = field(default_factory=dict)
+    refunds: dict[str, str] = field(default_factory=dict)  # order id -> compensating refund
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    async def note(self, order_id: str, reason: str) -> None:
+        self.reasons.setdefault(order_id, reason)
+
+    async def to_check(self, limit: int) -> list[str]:
+        raise NotImplementedError  # the job's query; integration-tested
+
+    async def resolve_nothing_charged(self, after_seconds: float) -> None:
+        raise NotImplementedError
+
+    async def refund_of(self, order_id: str) -> str | None:
+        return self.refunds.get(order_id)
+
+    async def mark_compensated(self, order_id: str, refund_id: str) -> None:
+        self.refunds.setdefault(order_id, refund_id)
+
+    async def resolve(self, order_id: str, outcome: str) -> None:
+        self.outcomes.setdefault(order_id, outcome)
+
+
+class FakePaymentUnitOfWork(_Transactional):
+    def __init__(self) -> None:
+        self.payments = FakePayments()
+        self.refunds = FakePaymentRefunds()
+        self.cancelled_orders = FakeCancelledOrders()
+        self.events = []
+
+    def _tables(self) -> dict[str, Any]:
+        return {
+            "payments": self.payments,
+            "refunds": self.refunds,
+            "cancelled_orders": self.cancelled_orders,
+        }
+
+    def payments_with_events(self, *events: Message) -> FakePayments:
+        self.events.extend(events)
+        return self.payments
+
+    def autocommit(self) -> Self:
+        return self
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+if TYPE_CHECKING:  # mypy holds each fake to its port, as it holds the PostgreSQL adapters
+    _credit: CreditUnitOfWork = FakeCreditUnitOfWork()
+    _order: OrderUnitOfWork = FakeOrderUnitOfWork()
+    _payment: PaymentUnitOfWork = FakePaymentUnitOfWork()
