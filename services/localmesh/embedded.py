@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,10 +35,34 @@ class EmbeddedServerError(RuntimeError):
     pass
 
 
+# Free ports are picked below this (when the OS's range starts above it): a port the OS
+# hands out for outgoing connections can be taken by any connection between the moment a
+# port is found free and the moment the server binds it (seen in CI: "Address already in
+# use" from a service whose port an outgoing connection had taken meanwhile).
+LOWEST_PICKED_PORT = 20_000
+_PICK_ATTEMPTS = 200
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the OS gives outgoing connections (Linux's ip_local_port_range)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
+
+
 def find_free_port(preferred: int = 0, host: str = HOST) -> tuple[int, bool]:
-    """(port, was_preferred): `preferred` when it is free, else one the OS picks."""
+    """(port, was_preferred): `preferred` when it is free, else a free one outside the range
+    the OS takes outgoing connections' ports from (see LOWEST_PICKED_PORT)."""
     if preferred and _port_is_free(preferred, host):
         return preferred, True
+    below = ephemeral_port_range()[0]
+    if below - LOWEST_PICKED_PORT >= 1_000:
+        for _ in range(_PICK_ATTEMPTS):
+            port = random.randrange(LOWEST_PICKED_PORT, below)
+            if _port_is_free(port, host):
+                return port, False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1]), False

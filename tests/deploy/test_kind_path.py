@@ -12,7 +12,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from services.localmesh.embedded import find_free_port
 from tests.deploy.manifests import (
     K8S,
     KUBECTL,
@@ -552,10 +552,7 @@ def test_every_statefulset_names_a_headless_service(rendered: Rendered) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return find_free_port(0)[0]
 
 
 def test_drain_signal_during_start_does_not_kill_the_service(tmp_path: Path) -> None:
