@@ -38,7 +38,13 @@ class _Message(Protocol):
     def ByteSize(self) -> int: ...
 
 
+class _Stored(Protocol):
+    @property
+    def created_at(self) -> datetime | None: ...
+
+
 Row = TypeVar("Row")
+StoredRow = TypeVar("StoredRow", bound=_Stored)
 Msg = TypeVar("Msg", bound=_Message)
 
 
@@ -184,9 +190,11 @@ class Pager:
         page_token: str,
         page_size: int,
         query: str,
-        fetch: Callable[[PageCursor | None, int], Awaitable[Sequence[Row] | Fetched[Row]]],
-        cursor_of: Callable[[Row], PageCursor],
-        to_proto: Callable[[Row], Msg],
+        fetch: Callable[
+            [PageCursor | None, int], Awaitable[Sequence[StoredRow] | Fetched[StoredRow]]
+        ],
+        id_of: Callable[[StoredRow], str],
+        to_proto: Callable[[StoredRow], Msg],
     ) -> tuple[list[Msg], str]:
         """One page of a List RPC: the token checked, the rows fetched, the page cut.
 
@@ -195,7 +203,7 @@ class Pager:
             page_size: Rows wanted (already bounded by the contract's rules).
             query: The listing's filters, to which the token is bound.
             fetch: Loads up to `limit` rows after the cursor (None: from the newest).
-            cursor_of: The keyset of a row.
+            id_of: A row's id; with its `created_at`, the keyset a page ends at.
             to_proto: A row as its message.
 
         Returns:
@@ -209,7 +217,12 @@ class Pager:
         if not isinstance(fetched, Fetched):
             fetched = Fetched(fetched)
         return self.page(
-            fetched.rows, page_size, query, cursor_of, to_proto, cut_short=fetched.cut_short
+            fetched.rows,
+            page_size,
+            query,
+            lambda row: PageCursor.after(row.created_at, id_of(row)),
+            to_proto,
+            cut_short=fetched.cut_short,
         )
 
 

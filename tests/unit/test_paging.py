@@ -8,8 +8,8 @@ import hashlib
 import hmac
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -176,41 +176,70 @@ def test_a_fetch_cut_short_by_the_store_still_has_a_next_page() -> None:
     assert cut(pager, [], 10, cut_short=False) == ([], "")
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A stored row as a List RPC reads it: its creation time, its id, its message."""
+
+    created_at: datetime | None
+    id: str
+    message: order_pb2.Order
+
+    @property
+    def cursor(self) -> PageCursor:
+        assert self.created_at is not None
+        return PageCursor(self.created_at, self.id)
+
+
+def listed(count: int) -> list[Listed]:
+    return [Listed(cursor.created_at, cursor.id, message) for cursor, message in rows(count)]
+
+
 async def test_serve_walks_a_listing_page_by_page_asking_one_row_more() -> None:
     pager = Pager(KEY, 4 << 20)
-    table = rows(7)
+    table = listed(7)
     asked: list[tuple[PageCursor | None, int]] = []
 
-    async def fetch(
-        after: PageCursor | None, limit: int
-    ) -> list[tuple[PageCursor, order_pb2.Order]]:
+    async def fetch(after: PageCursor | None, limit: int) -> list[Listed]:
         asked.append((after, limit))
-        start = 0 if after is None else [r[0] for r in table].index(after) + 1
+        start = 0 if after is None else [r.cursor for r in table].index(after) + 1
         return table[start : start + limit]
 
     seen, token = [], ""
     while True:
-        page, token = await pager.serve(token, 3, QUERY, fetch, lambda r: r[0], lambda r: r[1])
+        page, token = await pager.serve(token, 3, QUERY, fetch, lambda r: r.id, lambda r: r.message)
         seen += [m.order_id for m in page]
         if not token:
             break
     assert seen == [str(n) for n in range(7)]
     assert [limit for _, limit in asked] == [4, 4, 4]
-    assert asked[1][0] == table[2][0]
+    assert asked[1][0] == table[2].cursor
 
 
 async def test_serve_keeps_a_stores_cut_short_and_refuses_a_foreign_token() -> None:
     pager = Pager(KEY, 4 << 20)
-    table = rows(2)
+    table = listed(2)
 
-    async def fetch(after: PageCursor | None, limit: int) -> Fetched[Any]:
+    async def fetch(after: PageCursor | None, limit: int) -> Fetched[Listed]:
         return Fetched(table, cut_short=True)
 
-    page, token = await pager.serve("", 10, QUERY, fetch, lambda r: r[0], lambda r: r[1])
+    page, token = await pager.serve("", 10, QUERY, fetch, lambda r: r.id, lambda r: r.message)
     assert len(page) == 2
-    assert pager.decode(token, QUERY) == table[1][0]
+    assert pager.decode(token, QUERY) == table[1].cursor
     with pytest.raises(InvalidArgument):
-        await pager.serve(token, 10, "customer_id=other", fetch, lambda r: r[0], lambda r: r[1])
+        await pager.serve(
+            token, 10, "customer_id=other", fetch, lambda r: r.id, lambda r: r.message
+        )
+
+
+async def test_serve_refuses_to_page_after_a_row_that_was_never_stored() -> None:
+    pager = Pager(KEY, 4 << 20)
+    unstored = [Listed(None, "id-1", order_pb2.Order()), Listed(None, "id-2", order_pb2.Order())]
+
+    async def fetch(after: PageCursor | None, limit: int) -> list[Listed]:
+        return unstored
+
+    with pytest.raises(ValueError, match="never stored"):
+        await pager.serve("", 1, QUERY, fetch, lambda r: r.id, lambda r: r.message)
 
 
 def test_a_cursor_is_taken_only_after_a_stored_row() -> None:

@@ -59,6 +59,17 @@ class Ledger:
         )
         return result
 
+    async def refunded_by_hand(self, payment: Payment, minor_units: int) -> None:
+        """A RefundPayment call's refund of `payment`, recorded and still at the gateway."""
+        refund = Refund(
+            refund_id=new_id(),
+            payment_id=payment.payment_id,
+            amount=Money("USD", minor_units),
+            reason="by hand",
+            request_id=new_id(),
+        )
+        await self.uow.refunds.add(refund, b"caller")
+
     def refunds(self) -> list[Refund]:
         return [refund for refund, _ in self.uow.refunds.rows.values()]
 
@@ -97,14 +108,7 @@ async def test_a_payment_that_got_through_is_refunded_in_full_once(ledger: Ledge
 
 async def test_only_what_is_left_is_refunded(ledger: Ledger) -> None:
     payment = ledger.pay(S.PARTIALLY_REFUNDED, amount=3_000, refunded=1_000)
-    pending = Refund(
-        refund_id=new_id(),
-        payment_id=payment.payment_id,
-        amount=Money("USD", 500),
-        reason="by hand",
-        request_id=new_id(),
-    )
-    await ledger.uow.refunds.add(pending, b"caller")  # still at the gateway
+    await ledger.refunded_by_hand(payment, 500)  # still at the gateway
     recorded = await ledger.compensate()
     assert recorded is not None
     assert recorded[0].amount == Money("USD", 1_500)
@@ -121,14 +125,7 @@ async def test_nothing_is_refunded_that_was_not_taken_or_is_given_back(
 
 async def test_a_payment_refunded_by_hand_in_full_is_left_alone(ledger: Ledger) -> None:
     payment = ledger.pay(S.SUCCEEDED)
-    by_hand = Refund(
-        refund_id=new_id(),
-        payment_id=payment.payment_id,
-        amount=Money("USD", 3_000),
-        reason="by hand",
-        request_id=new_id(),
-    )
-    await ledger.uow.refunds.add(by_hand, b"caller")
+    await ledger.refunded_by_hand(payment, 3_000)
     assert await ledger.compensate() is None
     assert len(ledger.refunds()) == 1
 

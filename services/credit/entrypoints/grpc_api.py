@@ -19,10 +19,6 @@ from shop.credit.v1 import credit_service_pb2, credit_service_pb2_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _cursor(hold: Reservation) -> PageCursor:
-    return PageCursor.after(hold.created_at, hold.reservation_id)
-
-
 class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
     def __init__(self, unit_of_work: Callable[[], SqlCreditUnitOfWork], pager: Pager) -> None:
         self.unit_of_work = unit_of_work
@@ -76,7 +72,7 @@ class CreditApi(credit_service_pb2_grpc.CreditServiceServicer):
             page_size(request.page_size),
             f"customer_id={customer_id}",
             fetch,
-            _cursor,
+            lambda hold: hold.reservation_id,
             reservation_to_proto,
         )
         return credit_service_pb2.ListReservationsResponse(

@@ -48,12 +48,14 @@ async def reserve_for_order(
     total = Money(event.total.currency_code, event.total.minor_units)
     account = await uow.accounts.get(event.customer_id, for_update=True)
     if account is None:
-        _reservation_failed(uow, event, "ACCOUNT_NOT_FOUND", "the customer has no credit account")
+        _reservation_failed(
+            uow, event, total, "ACCOUNT_NOT_FOUND", "the customer has no credit account"
+        )
         return
     try:
         account.reserve(total)
     except DomainError as refused:  # CURRENCY_MISMATCH, INSUFFICIENT_CREDITS, INVALID_AMOUNT
-        _reservation_failed(uow, event, refused.reason, refused.message)
+        _reservation_failed(uow, event, total, refused.reason, refused.message)
         return
     await uow.accounts.save(account)
     hold = await reservations.add(event.customer_id, event.order_id, total, ttl_seconds)
@@ -62,10 +64,13 @@ async def reserve_for_order(
 
 
 def _reservation_failed(
-    uow: CreditUnitOfWork, event: order_events.OrderCreated, reason: str, message: str
+    uow: CreditUnitOfWork,
+    event: order_events.OrderCreated,
+    total: Money,
+    reason: str,
+    message: str,
 ) -> None:
     log.info("no hold for order %s: %s", event.order_id, reason)
-    total = Money(event.total.currency_code, event.total.minor_units)
     uow.emit(reservation_failed(event.order_id, event.customer_id, total, reason, message))
 
 

@@ -29,10 +29,6 @@ def line_items(items: Sequence[order_pb2.OrderItem]) -> list[LineItem]:
     return parsed
 
 
-def _cursor(order: Order) -> PageCursor:
-    return PageCursor.after(order.created_at, order.order_id)
-
-
 class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
     def __init__(
         self,
@@ -90,7 +86,7 @@ class OrderApi(order_service_pb2_grpc.OrderServiceServicer):
             page_size(request.page_size),
             f"customer_id={customer_id}",
             fetch,
-            _cursor,
+            lambda order: order.order_id,
             order_to_proto,
         )
         return order_service_pb2.ListOrdersResponse(orders=orders, next_page_token=token)

@@ -42,7 +42,7 @@ def refund_status_to_proto(status: RefundStatus) -> payment_pb2.RefundStatus.Val
 
 
 def payment_to_proto(p: Payment) -> payment_pb2.Payment:
-    message = payment_pb2.Payment(
+    return payment_pb2.Payment(
         payment_id=p.payment_id,
         order_id=p.order_id,
         customer_id=p.customer_id,
@@ -57,16 +57,13 @@ def payment_to_proto(p: Payment) -> payment_pb2.Payment:
         is_simulated=p.is_simulated,
         simulated_response=p.simulated_response,
         refunded_amount=amount_to_proto(p.amount.currency, p.refunded),
+        created_at=timestamp(p.created_at),
+        processed_at=timestamp(p.processed_at),
     )
-    if p.created_at is not None:
-        message.created_at.CopyFrom(timestamp(p.created_at))
-    if p.processed_at is not None:
-        message.processed_at.CopyFrom(timestamp(p.processed_at))
-    return message
 
 
 def refund_to_proto(r: Refund) -> payment_pb2.Refund:
-    message = payment_pb2.Refund(
+    return payment_pb2.Refund(
         refund_id=r.refund_id,
         payment_id=r.payment_id,
         amount=money_to_proto(r.amount),
@@ -75,12 +72,9 @@ def refund_to_proto(r: Refund) -> payment_pb2.Refund:
         transaction_id=r.transaction_id,
         error_code=r.error_code,
         error_message=r.error_message,
+        created_at=timestamp(r.created_at),
+        processed_at=timestamp(r.processed_at),
     )
-    if r.created_at is not None:
-        message.created_at.CopyFrom(timestamp(r.created_at))
-    if r.processed_at is not None:
-        message.processed_at.CopyFrom(timestamp(r.processed_at))
-    return message
 
 
 # Events ─────────────────────────────────────────────────────────────────────────────────────
@@ -101,15 +95,11 @@ def payment_requested(p: Payment) -> events_pb2.PaymentRequested:
     return new_event(events_pb2.PaymentRequested, **_payment_fields(p))
 
 
-def _processed_at(p: Payment) -> dict[str, object]:
-    return {"processed_at": timestamp(p.processed_at)} if p.processed_at else {}
-
-
 def payment_succeeded(p: Payment) -> events_pb2.PaymentSucceeded:
     return new_event(
         events_pb2.PaymentSucceeded,
         **_payment_fields(p),
-        **_processed_at(p),
+        processed_at=timestamp(p.processed_at),
         transaction_id=p.transaction_id,
         is_simulated=p.is_simulated,
     )
@@ -119,7 +109,7 @@ def payment_failed(p: Payment) -> events_pb2.PaymentFailed:
     return new_event(
         events_pb2.PaymentFailed,
         **_payment_fields(p),
-        **_processed_at(p),
+        processed_at=timestamp(p.processed_at),
         error_code=p.error_code,
         error_message=p.error_message,
         failure_reason=p.failure_reason,

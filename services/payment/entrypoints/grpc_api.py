@@ -25,10 +25,6 @@ from shop.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _cursor(payment: Payment) -> PageCursor:
-    return PageCursor.after(payment.created_at, payment.payment_id)
-
-
 def process_response(payment: Payment) -> payment_service_pb2.ProcessPaymentResponse:
     """A decline is a business outcome: OK, success=false, the payment says why."""
     success = payment.is_charged
@@ -100,7 +96,7 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
             page_size(request.page_size),
             f"order_id={order or ''}&customer_id={customer or ''}",
             fetch,
-            _cursor,
+            lambda payment: payment.payment_id,
             payment_to_proto,
         )
         return payment_service_pb2.ListPaymentsResponse(payments=payments, next_page_token=token)
