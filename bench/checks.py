@@ -184,6 +184,49 @@ async def event_lags(database_url: str, start: float, end: float) -> list[Delive
         await conn.close()
 
 
+@dataclass(frozen=True, slots=True)
+class StatementCount:
+    """One statement's text (constants replaced by $n) and how often the services ran it."""
+
+    query: str
+    calls: int
+    mean_ms: float
+
+
+async def statements_reset(database_url: str) -> bool:
+    """Start counting the services' statements afresh (pg_stat_statements); False if the
+    server did not load the extension's library (shared_preload_libraries)."""
+    conn = await asyncpg.connect(_plain(database_url))
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await conn.execute("SELECT pg_stat_statements_reset()")
+        return True
+    except asyncpg.PostgresError:
+        return False
+    finally:
+        await conn.close()
+
+
+async def statements(database_url: str) -> list[StatementCount]:
+    """The statements run since `statements_reset`, most called first (BEGIN and COMMIT
+    count: each is a round trip). The bench's own are left out: only they name the services'
+    schemas (the services' statements rely on their search_path)."""
+    conn = await asyncpg.connect(_plain(database_url))
+    try:
+        rows = await conn.fetch(
+            "SELECT query, calls, mean_exec_time FROM pg_stat_statements"
+            " WHERE query !~ '\\m(orders|credits|payments)\\.(outbox|orders|payments)\\M'"
+            " AND query NOT LIKE '%pg_stat_statements%'"
+            " ORDER BY calls DESC"
+        )
+        return [
+            StatementCount(row["query"], int(row["calls"]), float(row["mean_exec_time"]))
+            for row in rows
+        ]
+    finally:
+        await conn.close()
+
+
 async def server_version(database_url: str) -> str:
     conn = await asyncpg.connect(_plain(database_url))
     try:

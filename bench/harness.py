@@ -92,6 +92,10 @@ class BenchConfig:
     quiet: bool = False
     # BENCH_TRACING=1: the services export every span to a local OTLP receiver (bench/otlp.py)
     tracing: bool = False
+    # BENCH_SQL_STATS=1: count the statements of the full-speed saga phase (pg_stat_statements,
+    # loaded into the embedded PostgreSQL; an external one must have it in
+    # shared_preload_libraries): round trips per saga, the figure behind the CPU per saga
+    sql_stats: bool = False
 
     @classmethod
     def from_env(cls) -> BenchConfig:
@@ -104,6 +108,7 @@ class BenchConfig:
             nats_url=env.get("NATS_URL") or None,
             wait=env.get("BENCH_WAIT") or "watch",
             tracing=(env.get("BENCH_TRACING") or "0") not in ("0", "", "false"),
+            sql_stats=(env.get("BENCH_SQL_STATS") or "0") not in ("0", "", "false"),
         )
 
 
@@ -390,7 +395,13 @@ class Bench:
                 nats_url = nats.url
             if database_url is None:
                 self.progress.say("starting PostgreSQL (embedded, free port)")
-                postgres = EmbeddedPostgres(data_dir / "postgres", preferred_port=0)
+                postgres = EmbeddedPostgres(
+                    data_dir / "postgres",
+                    preferred_port=0,
+                    settings=["shared_preload_libraries=pg_stat_statements"]
+                    if config.sql_stats
+                    else [],
+                )
                 stack.callback(postgres.stop)
                 postgres.start()
                 database_url = postgres.url
@@ -419,6 +430,7 @@ class Bench:
                 "embedded_postgres": config.database_url is None,
                 "service_env": service_env,
                 "tracing": config.tracing,
+                "sql_stats": config.sql_stats,
                 "inherited_env": {k: os.environ[k] for k in SERVICE_KNOBS if k in os.environ},
             }
             stack.enter_context(_stopping(mesh))
@@ -559,11 +571,16 @@ class Bench:
                     await waiter.until(order_pb2.ORDER_STATUS_PAID)
 
             self.progress.say(f"phase 4/6: sagas at full speed, {config.users} virtual users")
+            counting = config.sql_stats and await checks.statements_reset(mesh.database_url)
+            if config.sql_stats and not counting:
+                self.progress.say("BENCH_SQL_STATS: the server has no pg_stat_statements")
             before, reads = monitor.cpu(), client.order_reads
             full = await closed_loop("saga", config.users, config.seconds, saga, self.progress)
             await self._settle(mesh.database_url)
             self._record("saga", full, cpu=_delta(monitor.cpu(), before))
             self._record_reads("saga", client.order_reads - reads)
+            if counting:
+                self._record_statements("saga", await checks.statements(mesh.database_url))
 
             # Phase 4: sagas at half the throughput just measured: latency under a sane load.
             half_rate = max(full.summary().rate / 2, 0.5)
@@ -695,6 +712,24 @@ class Bench:
         # least two when it reads (RESERVED, then PAID).
         count = self.results[name]["count"]
         self.results[name]["get_order_reads_per_saga"] = round(reads / count, 2) if count else None
+
+    def _record_statements(self, name: str, counted: list[checks.StatementCount]) -> None:
+        """Statements per saga of the phase (its asynchronous tail included), in all and
+        one by one, the most frequent first."""
+        count = self.results[name]["count"]
+        if not count:
+            return
+        self.results[name]["statements_per_saga"] = round(
+            sum(statement.calls for statement in counted) / count, 2
+        )
+        self.results[name]["statements"] = [
+            {
+                "per_saga": round(statement.calls / count, 3),
+                "mean_ms": round(statement.mean_ms, 4),
+                "query": " ".join(statement.query.split()),
+            }
+            for statement in counted
+        ]
 
     def _ratios(self) -> None:
         echo_rate = float(self.results["echo"]["rate"])

@@ -18,6 +18,9 @@ PHASES = (
 )
 
 
+STATEMENTS_SHOWN = 30  # of BENCH_SQL_STATS's list; the JSON has them all
+
+
 def _num(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -59,6 +62,15 @@ def table(results: dict[str, Any]) -> str:
                 for k, v in cpu.items()
             )
         )
+    if "statements_per_saga" in saga:
+        lines.append(
+            f"SQL statements per saga (full speed, pg_stat_statements):"
+            f" {_num(saga['statements_per_saga'], 2)}; the most frequent:"
+        )
+        lines += [
+            f"  {row['per_saga']:6.2f}  {row['mean_ms']:7.3f} ms  {row['query'][:100]}"
+            for row in saga["statements"][:STATEMENTS_SHOWN]
+        ]
     reads = [
         f"{label} {_num(results[key].get('get_order_reads_per_saga'), 2)}"
         for key, label in (("saga", "full speed"), ("saga_half", "half speed"))

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -41,6 +41,9 @@ class EmbeddedServerError(RuntimeError):
 # use" from a service whose port an outgoing connection had taken meanwhile).
 LOWEST_PICKED_PORT = 20_000
 _PICK_ATTEMPTS = 200
+# Ports this process has picked: never picked twice, since a port picked for a server that
+# has not bound it yet still looks free (seen in CI: a replica's HTTP port already in use).
+_PICKED: set[int] = set()
 
 
 def ephemeral_port_range() -> tuple[int, int]:
@@ -61,7 +64,8 @@ def find_free_port(preferred: int = 0, host: str = HOST) -> tuple[int, bool]:
     if below - LOWEST_PICKED_PORT >= 1_000:
         for _ in range(_PICK_ATTEMPTS):
             port = random.randrange(LOWEST_PICKED_PORT, below)
-            if _port_is_free(port, host):
+            if port not in _PICKED and _port_is_free(port, host):
+                _PICKED.add(port)
                 return port, False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -241,10 +245,12 @@ class EmbeddedPostgres(_ServerProcess):
         preferred_port: int = 5432,
         host: str = HOST,
         notice: Callable[[str], None] = lambda message: None,
+        settings: Sequence[str] = (),
     ) -> None:
         super().__init__(data_dir, preferred_port, host)
         self._uid = self._gid = -1
         self._notice = notice  # what the launcher tells its user (root: the system user)
+        self._settings = list(settings)  # more `name=value` server settings (the bench's)
 
     @property
     def url(self) -> str:
@@ -337,6 +343,7 @@ class EmbeddedPostgres(_ServerProcess):
             "max_connections=200",
             "-c",
             "fsync=on",
+            *(arg for setting in self._settings for arg in ("-c", setting)),
         ]
 
     def _is_ready(self) -> bool:

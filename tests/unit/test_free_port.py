@@ -3,7 +3,10 @@ take them before the server binds them: below the OS's ephemeral range."""
 
 from __future__ import annotations
 
+import random
 import socket
+
+import pytest
 
 from services.localmesh.embedded import (
     LOWEST_PICKED_PORT,
@@ -31,3 +34,15 @@ def test_a_busy_preferred_port_gives_way_to_a_free_one() -> None:
         port, preferred = find_free_port(taken)
         assert not preferred
         assert port != taken
+
+
+def test_a_port_is_never_picked_twice_even_before_its_server_binds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two picks for one process (its gRPC and its HTTP port) come before either server binds:
+    both ports look free, so only memory keeps the second pick off the first (here the
+    random pick always offers the same port)."""
+    first, _ = find_free_port(0)
+    monkeypatch.setattr(random, "randrange", lambda low, high: first)
+    second, _ = find_free_port(0)
+    assert second != first
