@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -62,6 +63,18 @@ _CLAIM = (
 )
 
 
+# A batch's claims in one statement: the ids that were not yet in the inbox come back. A
+# duplicate within the batch is inserted once (DO NOTHING also skips a row the same statement
+# inserted), so only its first delivery counts as fresh.
+_CLAIM_BATCH = (
+    "INSERT INTO inbox (consumer, event_id, subject)"
+    " SELECT :consumer, claimed.event_id, claimed.subject"
+    " FROM unnest(CAST(:event_ids AS uuid[]), CAST(:subjects AS text[]))"
+    " AS claimed (event_id, subject)"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+
 async def claim(conn: Sql, consumer: str, event_id: str, subject: str) -> bool:
     """Record the event as applied by `consumer`; False if it already was.
 
@@ -78,6 +91,38 @@ async def claim(conn: Sql, consumer: str, event_id: str, subject: str) -> bool:
         _CLAIM, {"consumer": consumer, "event_id": event_id, "subject": subject}
     )
     return row is not None
+
+
+async def claim_batch(conn: Sql, consumer: str, events: Sequence[tuple[str, str]]) -> list[bool]:
+    """Record a batch of events as applied by `consumer`, in one statement.
+
+    Args:
+        conn: the unit of work's connection.
+        consumer: the durable consumer's name.
+        events: (event id, subject) of each event, in the order they will be applied.
+
+    Returns:
+        For each event, True when this claim is its first: False for one applied before, and
+        for a second copy of an event earlier in the batch.
+
+    Raises:
+        ValueError: an event id is not a UUID.
+    """
+    event_ids = [str(uuid.UUID(event_id)) for event_id, _ in events]
+    rows = await conn.fetch(
+        _CLAIM_BATCH,
+        {
+            "consumer": consumer,
+            "event_ids": event_ids,
+            "subjects": [subject for _, subject in events],
+        },
+    )
+    new = {str(row["event_id"]) for row in rows}
+    fresh = []
+    for event_id in event_ids:
+        fresh.append(event_id in new)
+        new.discard(event_id)  # a later copy in the same batch is a duplicate
+    return fresh
 
 
 class PoisonEvent(Exception):
@@ -151,10 +196,10 @@ class Consumer:
             await self.handle_batch(messages)
 
     async def handle_batch(self, messages: list[Msg]) -> None:
-        """Apply a fetched batch in one transaction: one connection, BEGIN and COMMIT for
-        all of them instead of one each (docs/performance.md). Should any event of the
-        batch fail, the whole batch rolls back and each is applied on its own, so one bad
-        event holds back nobody but itself."""
+        """Apply a fetched batch in one transaction: one connection, BEGIN and COMMIT, and one
+        inbox insert for all of them instead of one each (docs/performance.md). Should any
+        event of the batch fail, the whole batch rolls back and each is applied on its own,
+        so one bad event holds back nobody but itself."""
         deliveries = [d for msg in messages if (d := await self._decode(msg)) is not None]
         if len(deliveries) > 1:
             if self.lock_order is not None:
@@ -163,8 +208,11 @@ class Consumer:
             try:
                 applied: list[bool] = []
                 async with self.unit_of_work() as uow:
-                    for delivery in deliveries:
-                        applied.append(await self._apply(uow, delivery))
+                    claimed = await claim_batch(
+                        uow.conn, self.name, [(d.event_id, d.msg.subject) for d in deliveries]
+                    )
+                    for delivery, fresh in zip(deliveries, claimed, strict=True):
+                        applied.append(await self._apply(uow, delivery, fresh))
             except Exception as error:
                 log.warning(
                     "consumer %s: a batch of %d events failed (%s); applying them one by one",
@@ -276,12 +324,15 @@ class Consumer:
                 extra={"consumer": self.name, "subject": msg.subject, "outcome": outcome},
             )
 
-    async def _apply(self, uow: UnitOfWork, delivery: _Delivery) -> bool:
+    async def _apply(self, uow: UnitOfWork, delivery: _Delivery, fresh: bool | None = None) -> bool:
         """Apply the event unless the inbox says it was (in a consumer span when tracing is
-        on); True when it was applied now."""
+        on); True when it was applied now. `fresh`: the batch's claim already asked the inbox
+        (one statement for the whole batch instead of one per event)."""
         subject = delivery.msg.subject
         with tracing.consumer_span(self.name, subject, delivery.event_id, delivery.msg.headers):
-            if await claim(uow.conn, self.name, delivery.event_id, subject):
+            if fresh is None:
+                fresh = await claim(uow.conn, self.name, delivery.event_id, subject)
+            if fresh:
                 await delivery.handler(uow, delivery.event)
                 return True
         log.info(

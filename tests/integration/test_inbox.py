@@ -281,3 +281,43 @@ async def test_two_consumers_batches_lock_in_one_order_and_never_deadlock(
     assert all(m.acked for m in one + other)
     assert await counter(engine, first) == 2
     assert await counter(engine, second) == 2
+
+
+async def test_a_batch_claims_its_events_at_once_and_applies_each_only_once(
+    engine: AsyncEngine, infra: Infra, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch claims its events together: an event applied by an earlier batch, and a
+    second copy of an event within the batch, are duplicates, not applied again, and the
+    batch is not thrown back to be applied event by event."""
+    applied_before, twice, once = (str(uuid.uuid4()) for _ in range(3))
+
+    def cancelled(order_id: str) -> Any:
+        return new_event(
+            events_pb2.OrderCancelled, order_id=order_id, customer_id=CUSTOMER, reason="test"
+        )
+
+    consumer = Consumer(
+        name=f"claims-{uuid.uuid4().hex[:8]}",
+        stream="ORDERS",
+        handlers={events_pb2.OrderCancelled: _bump},
+        unit_of_work=lambda: UnitOfWork(engine, "/test"),
+        messaging=Messaging(infra.nats_url, "unused"),
+    )
+    earlier = cancelled(applied_before)
+    first_batch = [_Delivered(earlier), _Delivered(cancelled(str(uuid.uuid4())))]
+    await consumer.handle_batch(first_batch)  # type: ignore[arg-type]
+    repeated = cancelled(twice)
+    batch = [_Delivered(e) for e in (earlier, repeated, cancelled(once), repeated)]
+    await consumer.handle_batch(batch)  # type: ignore[arg-type]
+
+    assert not [r.message for r in caplog.records if "failed" in r.getMessage()]
+    assert all(m.acked for m in batch)
+    assert [await counter(engine, name) for name in (applied_before, twice, once)] == [1, 1, 1]
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT count(*) FROM inbox WHERE consumer = :c AND event_id = :id"),
+                {"c": consumer.name, "id": repeated.event_id},
+            )
+        ).scalar_one()
+    assert rows == 1
