@@ -67,11 +67,11 @@ class Runtime:
 
     def unit_of_work(self) -> UnitOfWork:
         """A plain unit of work of the service (no repositories)."""
-        return UnitOfWork(self.engine, self.source, self.relay.wake)
+        return UnitOfWork(self.engine, self.source, self.relay.committed)
 
     def units_of_work(self, kind: type[U]) -> Callable[[], U]:
         """A factory of the service's own kind of unit of work (with its repositories)."""
-        return lambda: kind(self.engine, self.source, self.relay.wake)
+        return lambda: kind(self.engine, self.source, self.relay.committed)
 
     @property
     def pager(self) -> Pager:
@@ -169,7 +169,12 @@ async def serve(settings: CoreSettings, spec: ServiceSpec) -> None:
         drain()
     try:
         await apply_migrations(engine, spec)
-        relay = OutboxRelay(engine, messaging, poll_seconds=settings.outbox_poll_seconds)
+        relay = OutboxRelay(
+            engine,
+            messaging,
+            poll_seconds=settings.outbox_poll_seconds,
+            sweep_after_seconds=settings.outbox_sweep_after_seconds,
+        )
         runtime = Runtime(settings, engine, messaging, relay)
         wiring = spec.wire(runtime)
         for consumer in wiring.consumers:

@@ -64,8 +64,10 @@ class Env:
             return default
         return value
 
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        """A number setting of at least `minimum`; a problem is noted otherwise."""
+    def number(
+        self, name: str, default: float, *, minimum: float = 0.0, maximum: float = float("inf")
+    ) -> float:
+        """A number setting between `minimum` and `maximum`; a problem is noted otherwise."""
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
@@ -76,6 +78,9 @@ class Env:
             return default
         if value < minimum:
             self.problems.append(f"{name} must be at least {minimum}, got {value}")
+            return default
+        if value > maximum:
+            self.problems.append(f"{name} must be at most {maximum}, got {value}")
             return default
         return value
 
@@ -154,6 +159,9 @@ class CoreSettings:
     max_message_bytes: int
     db_pool_size: int
     outbox_poll_seconds: float
+    # Unsent outbox rows younger than this are left to the process that wrote them
+    # (services/common/outbox.py); well inside JetStream's 10-minute duplicate window.
+    outbox_sweep_after_seconds: float
     nats_stream_replicas: int
     event_loop: str
     # Deliveries of a failing event before it goes to DEADLETTER (services/common/inbox.py)
@@ -207,6 +215,9 @@ class CoreSettings:
             ),
             db_pool_size=env.integer("DB_POOL_SIZE", 10, minimum=1, maximum=200),
             outbox_poll_seconds=env.number("OUTBOX_POLL_SECONDS", 1.0, minimum=0.01),
+            outbox_sweep_after_seconds=env.number(
+                "OUTBOX_SWEEP_AFTER_SECONDS", 10.0, minimum=0.0, maximum=300.0
+            ),
             # copies of each JetStream stream: 3 on a 3-member cluster, 1 on a single server
             nats_stream_replicas=env.integer("JETSTREAM_REPLICAS", 1, minimum=1, maximum=5),
             event_loop=env.choice("EVENT_LOOP", "uvloop", eventloop.CHOICES),

@@ -8,8 +8,7 @@ statement, which PostgreSQL runs atomically on its own.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
@@ -21,7 +20,10 @@ from services.common.db import is_connection_error
 from services.common.errors import DomainError, Unavailable
 from services.common.events import envelope
 from services.common.faults import crash_point
+from services.common.outbox import OutboxRow
 from services.common.sql import Params, Record, Sql, Transaction
+
+OnCommit = Callable[[Sequence[OutboxRow]], None]  # the relay's `committed`
 
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (event_id, subject, event_type, payload, headers)"
@@ -34,9 +36,7 @@ class UnitOfWork:
     cases their repositories (`uow.accounts`, `uow.orders`, ...), so no use case builds one
     from the connection itself, and tests can give them a fake unit of work instead."""
 
-    def __init__(
-        self, engine: AsyncEngine, source: str, on_commit: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, source: str, on_commit: OnCommit | None = None) -> None:
         self._source = source
         self._on_commit = on_commit
         # each event with the traceparent of the span active when it was emitted (None: off)
@@ -44,7 +44,7 @@ class UnitOfWork:
         self._counts = metrics.CommitCounts()
         self._tx = Transaction(engine, before_commit=self._write_outbox)
         self._sql: Sql | None = None
-        self._wrote_outbox = False  # by a statement from with_events
+        self._written: list[OutboxRow] = []  # outbox rows written, handed over on commit
 
     @property
     def conn(self) -> Sql:
@@ -76,8 +76,8 @@ class UnitOfWork:
         rows = [_outbox_row(event, self._source, traceparent) for event in events]
         return _StatementWithEvents(self.conn.driver, rows, self._outbox_written)
 
-    def _outbox_written(self) -> None:
-        self._wrote_outbox = True
+    def _outbox_written(self, rows: list[OutboxRow]) -> None:
+        self._written.extend(rows)
 
     async def __aenter__(self) -> Self:
         try:
@@ -98,42 +98,40 @@ class UnitOfWork:
             await self._tx.end(exc)  # commit (the outbox rows last) or roll back
         except Exception as commit_error:
             self._counts.exit(committed=False)
+            self._written = []
             _raise_unavailable_if_database_lost(commit_error)
             raise
         self._counts.exit(committed=exc is None)
-        if exc is None:
-            if self._events or self._wrote_outbox:
-                crash_point("outbox.committed")
-                if self._on_commit is not None:
-                    self._on_commit()  # wake the relay now instead of at its next poll
-            self._events.clear()
-            self._wrote_outbox = False
-        elif not isinstance(exc, DomainError):
+        # Committed rows: the transaction's, or in autocommit a with_events statement's (it
+        # committed on its own, whatever came after it).
+        written, self._written = self._written, []
+        self._events.clear()
+        if written and (exc is None or self._tx.autocommit):
+            crash_point("outbox.committed")
+            if self._on_commit is not None:
+                # the relay publishes them now instead of finding them at its next sweep
+                self._on_commit(written)
+        if exc is not None and not isinstance(exc, DomainError):
             _raise_unavailable_if_database_lost(exc)
 
     async def _write_outbox(self, sql: Sql) -> None:
         rows = [_outbox_row(event, self._source, parent) for event, parent in self._events]
         for row in rows:
-            metrics.count_event(row["event_type"])  # counted when the transaction commits
+            metrics.count_event(row.event_type)  # counted when the transaction commits
         if len(rows) == 1:  # the usual case; asyncpg's executemany costs more for one row
-            await sql.execute(_INSERT_OUTBOX, rows[0])
+            await sql.execute(_INSERT_OUTBOX, rows[0].params())
         elif rows:
-            await sql.executemany(_INSERT_OUTBOX, rows)
+            await sql.executemany(_INSERT_OUTBOX, [row.params() for row in rows])
+        self._written = rows
 
 
-def _outbox_row(event: Message, source: str, traceparent: str | None) -> dict[str, Any]:
+def _outbox_row(event: Message, source: str, traceparent: str | None) -> OutboxRow:
     """The row; its headers carry the `traceparent` of the state change's span, if any, which
     the relay publishes with the event (DESIGN: one saga is one trace)."""
     env = envelope(event, source)
     if traceparent:
         env.headers["traceparent"] = traceparent
-    return {
-        "event_id": env.event_id,
-        "subject": env.subject,
-        "event_type": env.event_type,
-        "payload": env.payload,
-        "headers": json.dumps(env.headers),
-    }
+    return OutboxRow(env.event_id, env.subject, env.event_type, env.payload, env.headers)
 
 
 class _StatementWithEvents(Sql):
@@ -145,7 +143,9 @@ class _StatementWithEvents(Sql):
     PostgreSQL runs every data-modifying part of a WITH to completion, in one snapshot, as
     one statement: both parts commit or neither does."""
 
-    def __init__(self, driver: Any, rows: list[dict[str, Any]], written: Callable[[], None]):
+    def __init__(
+        self, driver: Any, rows: list[OutboxRow], written: Callable[[list[OutboxRow]], None]
+    ):
         super().__init__(driver)
         self._rows = rows
         self._written = written
@@ -164,7 +164,9 @@ class _StatementWithEvents(Sql):
                 f" CAST(:outbox_event_type_{i} AS text), CAST(:outbox_payload_{i} AS bytea),"
                 f" CAST(:outbox_headers_{i} AS jsonb) WHERE EXISTS (SELECT 1 FROM effect)"
             )
-            outbox_params.update({f"outbox_{name}_{i}": value for name, value in row.items()})
+            outbox_params.update(
+                {f"outbox_{name}_{i}": value for name, value in row.params().items()}
+            )
         statement = (
             f"WITH effect AS ({sql}), outboxed AS ("
             "INSERT INTO outbox (event_id, subject, event_type, payload, headers) "
@@ -173,9 +175,9 @@ class _StatementWithEvents(Sql):
         )
         found = await super().fetchrow(statement, {**(params or {}), **outbox_params})
         if found is not None:
-            self._written()
+            self._written(self._rows)
             for row in self._rows:
-                metrics.count_event(row["event_type"])
+                metrics.count_event(row.event_type)
         return found
 
     async def fetch(self, sql: str, params: Params | None = None) -> NoReturn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.events import new_event
 from services.common.jetstream import Messaging
-from services.common.outbox import OutboxRelay
-from services.common.uow import UnitOfWork
+from services.common.outbox import OutboxRelay, OutboxRow
+from services.common.uow import OnCommit, UnitOfWork
 from services.localmesh.embedded import EmbeddedNats
 from shop.credit.v1 import events_pb2
 
@@ -93,14 +93,15 @@ async def test_an_autocommit_unit_of_work_commits_each_statement_and_emits_nothi
 async def test_one_statement_carries_its_event_and_commits_both_at_once(
     engine: AsyncEngine,
 ) -> None:
-    woken: list[bool] = []
+    handed: list[OutboxRow] = []
     event = topped_up()
     insert = "INSERT INTO things (id, name) VALUES (:id, :name) RETURNING id, name"
-    async with UnitOfWork(engine, "/test", lambda: woken.append(True)).autocommit() as uow:
+    async with UnitOfWork(engine, "/test", handed.extend).autocommit() as uow:
         row = await uow.with_events(event).fetchrow(insert, {"id": uuid.uuid4(), "name": "one"})
     assert row is not None
     assert row["name"] == "one"  # the statement's own RETURNING row
-    assert woken == [True]  # the relay is told, as after a transaction's commit
+    # handed to the relay, as after a transaction's commit
+    assert [r.event_id for r in handed] == [event.event_id]
     async with engine.connect() as conn:
         outbox = (await conn.execute(text("SELECT event_id, subject, headers FROM outbox"))).all()
     assert [(str(r.event_id), r.subject) for r in outbox] == [(event.event_id, "credits.topped_up")]
@@ -108,13 +109,13 @@ async def test_one_statement_carries_its_event_and_commits_both_at_once(
 
 
 async def test_a_statement_that_changes_nothing_writes_no_event(engine: AsyncEngine) -> None:
-    woken: list[bool] = []
-    async with UnitOfWork(engine, "/test", lambda: woken.append(True)).autocommit() as uow:
+    handed: list[OutboxRow] = []
+    async with UnitOfWork(engine, "/test", handed.extend).autocommit() as uow:
         row = await uow.with_events(topped_up(), topped_up()).fetchrow(
             "UPDATE things SET name = 'x' WHERE id = :id RETURNING id", {"id": uuid.uuid4()}
         )
     assert row is None
-    assert woken == []
+    assert handed == []
     assert await count(engine, "SELECT count(*) FROM outbox") == 0
 
 
@@ -191,9 +192,7 @@ async def connected(url: str, name: str) -> AsyncIterator[Messaging]:
         await messaging.close()
 
 
-async def write_events(
-    engine: AsyncEngine, n: int, on_commit: Callable[[], None] | None = None
-) -> list[str]:
+async def write_events(engine: AsyncEngine, n: int, on_commit: OnCommit | None = None) -> list[str]:
     """Commit `n` units of work with one event each; returns the event ids in order."""
     ids = []
     for _ in range(n):
@@ -212,14 +211,16 @@ async def test_relay_publishes_every_row_exactly_once_across_a_nats_restart(
     engine: AsyncEngine, nats_server: EmbeddedNats
 ) -> None:
     async with connected(nats_server.url, "relay-test") as messaging:
-        relay = OutboxRelay(engine, messaging, poll_seconds=0.1, publish_timeout=1.0)
+        relay = OutboxRelay(
+            engine, messaging, poll_seconds=0.1, publish_timeout=1.0, sweep_after_seconds=2.0
+        )
         running = asyncio.create_task(relay.run())
 
-        first = await write_events(engine, 20, relay.wake)
+        first = await write_events(engine, 20, relay.committed)
         await wait_until(lambda: count(engine, UNPUBLISHED), 0)
 
         nats_server.stop()  # NATS goes away; writes keep committing into the outbox
-        second = await write_events(engine, 20, relay.wake)
+        second = await write_events(engine, 20, relay.committed)
         await asyncio.sleep(1.5)  # the relay tries, fails and backs off meanwhile
         assert await count(engine, UNPUBLISHED) > 0
 
@@ -263,19 +264,24 @@ class _FailingPublishes:
         return await self._js.publish_async(*args, **kwargs)
 
 
+def failing_relay(engine: AsyncEngine, publishes: _FailingPublishes) -> OutboxRelay:
+    """A relay publishing through `publishes`, whose sweep takes every unsent row."""
+    return OutboxRelay(engine, publishes, sweep_after_seconds=0)  # type: ignore[arg-type]
+
+
 async def test_a_batch_cut_short_by_a_failed_publish_marks_only_what_went_out(
     engine: AsyncEngine, nats_server: EmbeddedNats
 ) -> None:
     async with connected(nats_server.url, "relay-partial-test") as messaging:
         ids = await write_events(engine, 5)
 
-        failing = OutboxRelay(engine, _FailingPublishes(messaging, fail_from=3))  # type: ignore[arg-type]
+        failing = failing_relay(engine, _FailingPublishes(messaging, fail_from=3))
         with pytest.raises(OSError, match="went away"):
             await failing.publish_pending()
         assert await count(engine, UNPUBLISHED) == 3
         assert message_ids(await stream_messages(nats_server.url, "CREDITS")) == ids[:2]
 
-        assert await OutboxRelay(engine, messaging).publish_pending() == 3
+        assert await sweeper(engine, messaging).publish_pending() == 3
         assert await count(engine, UNPUBLISHED) == 0
         sent = await stream_messages(nats_server.url, "CREDITS")
         assert message_ids(sent) == ids  # in order, each once
@@ -290,16 +296,61 @@ async def test_a_batch_with_an_unacknowledged_message_marks_only_what_came_befor
     async with connected(nats_server.url, "relay-ack-test") as messaging:
         ids = await write_events(engine, 5)
 
-        failing = OutboxRelay(engine, _FailingPublishes(messaging, 3, ack_fails=True))  # type: ignore[arg-type]
+        failing = failing_relay(engine, _FailingPublishes(messaging, 3, ack_fails=True))
         with pytest.raises(OSError, match="refused"):
             await failing.publish_pending()
         assert await count(engine, UNPUBLISHED) == 3
 
-        assert await OutboxRelay(engine, messaging).publish_pending() == 3
+        assert await sweeper(engine, messaging).publish_pending() == 3
         assert await count(engine, UNPUBLISHED) == 0
         sent = message_ids(await stream_messages(nats_server.url, "CREDITS"))
         assert sorted(sent) == sorted(ids)  # each once; the retried one after the others
         assert sent[:2] == ids[:2]
+
+
+def sweeper(engine: AsyncEngine, messaging: Messaging) -> OutboxRelay:
+    """A relay whose sweep takes every unsent row, however fresh."""
+    return OutboxRelay(engine, messaging, sweep_after_seconds=0)
+
+
+async def test_just_committed_events_are_published_at_once_without_a_sweep(
+    engine: AsyncEngine, nats_server: EmbeddedNats
+) -> None:
+    """The unit of work hands its rows to the relay, which publishes and marks them; the
+    sweep (first pass at start, then not for a minute; and only rows 10 s old) plays no
+    part."""
+    async with connected(nats_server.url, "relay-committed-test") as messaging:
+        relay = OutboxRelay(engine, messaging, poll_seconds=60)
+        running = asyncio.create_task(relay.run())
+        await asyncio.sleep(0.2)  # past the first sweep
+        ids = await write_events(engine, 5, relay.committed)
+        await wait_until(lambda: count(engine, UNPUBLISHED), 0, timeout=5)
+        running.cancel()
+    assert message_ids(await stream_messages(nats_server.url, "CREDITS")) == ids
+    # marked with the time JetStream acknowledged each, not the (later) time of the mark
+    marks = "SELECT count(*) FROM outbox WHERE published_at BETWEEN created_at AND now()"
+    assert await count(engine, marks) == 5
+
+
+async def test_just_committed_events_that_fail_to_publish_are_left_for_the_sweep(
+    engine: AsyncEngine, nats_server: EmbeddedNats
+) -> None:
+    async with connected(nats_server.url, "relay-committed-fail-test") as messaging:
+        handed: list[OutboxRow] = []
+        ids = await write_events(engine, 5, handed.extend)
+        assert [row.event_id for row in handed] == ids
+
+        failing = failing_relay(engine, _FailingPublishes(messaging, fail_from=3))
+        failing.committed(handed)
+        assert await failing.publish_committed() == 2  # no error: the sweep takes the rest
+        assert await count(engine, UNPUBLISHED) == 5  # the marks are written together, later
+        assert await failing.mark_sent() == 2
+        assert await count(engine, UNPUBLISHED) == 3
+
+        assert await OutboxRelay(engine, messaging).publish_pending() == 0  # too fresh
+        assert await sweeper(engine, messaging).publish_pending() == 3
+        assert await count(engine, UNPUBLISHED) == 0
+        assert message_ids(await stream_messages(nats_server.url, "CREDITS")) == ids
 
 
 async def wait_until(probe: object, expected: int, timeout: float = 10.0) -> None:

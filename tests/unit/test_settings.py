@@ -102,6 +102,16 @@ def test_event_max_deliver_defaults_to_five_and_is_bounded() -> None:
             CreditSettings.from_env({**base, "EVENT_MAX_DELIVER": bad})
 
 
+def test_the_outbox_sweep_waits_ten_seconds_and_stays_inside_the_duplicate_window() -> None:
+    base = {"DATABASE_URL": "postgresql://db/x"}
+    assert CreditSettings.from_env(base).core.outbox_sweep_after_seconds == 10.0
+    settings = CreditSettings.from_env({**base, "OUTBOX_SWEEP_AFTER_SECONDS": "2.5"})
+    assert settings.core.outbox_sweep_after_seconds == 2.5
+    for bad in ("-1", "301", "soon"):  # JetStream forgets a message id after 600 s
+        with pytest.raises(SettingsError, match="OUTBOX_SWEEP_AFTER_SECONDS"):
+            CreditSettings.from_env({**base, "OUTBOX_SWEEP_AFTER_SECONDS": bad})
+
+
 def test_the_watch_bounds_are_read_and_checked() -> None:
     from services.order.config import OrderSettings
 
