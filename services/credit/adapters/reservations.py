@@ -9,7 +9,7 @@ from services.common.money import Money
 from services.common.paging import Keyset, PageCursor
 from services.common.sql import Record, Sql
 from services.credit.domain.reservation import Reservation, ReservationState
-from services.credit.service_layer.ports import AppliedRefund, Discrepancy
+from services.credit.service_layer.ports import AppliedRefund, BeforeReserving, Discrepancy
 
 _COLUMNS = (
     "reservation_id, customer_id, order_id, currency, amount, state, expires_at,"
@@ -128,11 +128,17 @@ class ReservationRepository:
             {"id": order_id},
         )
 
-    async def order_was_cancelled(self, order_id: str) -> bool:
-        row = await self.conn.fetchrow(
-            "SELECT 1 FROM cancelled_orders WHERE order_id = :id", {"id": order_id}
+    async def before_reserving(self, order_id: str) -> BeforeReserving:
+        row = await self.conn.fetchone(
+            (
+                "SELECT EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = :id) AS cancelled,"
+                " EXISTS (SELECT 1 FROM reservations WHERE order_id = :id) AS held"
+            ),
+            {"id": order_id},
         )
-        return row is not None
+        if row["cancelled"]:
+            return BeforeReserving.CANCELLED
+        return BeforeReserving.HELD if row["held"] else BeforeReserving.NOTHING
 
 
 class RefundLedger:

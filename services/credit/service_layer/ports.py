@@ -5,6 +5,7 @@ AbstractRepository and AbstractUnitOfWork): PostgreSQL in production
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -13,6 +14,14 @@ from services.common.money import Money
 from services.common.paging import PageCursor
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import Reservation
+
+
+class BeforeReserving(Enum):
+    """What Credit already knows of an order when its `orders.created` arrives."""
+
+    NOTHING = "nothing"  # reserve
+    CANCELLED = "cancelled"  # cancelled before its hold was placed: no hold, ever
+    HELD = "held"  # already held (a redelivery): nothing to do
 
 
 class Accounts(Protocol):
@@ -58,7 +67,9 @@ class Reservations(Protocol):
 
     async def mark_order_cancelled(self, order_id: str) -> None: ...
 
-    async def order_was_cancelled(self, order_id: str) -> bool: ...
+    async def before_reserving(self, order_id: str) -> BeforeReserving:
+        """What is already known of the order when its hold is to be placed (one read)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from services.credit.domain.reservation import ReleaseReason, Reservation, Reser
 from services.credit.service_layer.ports import (
     Accounts,
     AppliedRefund,
+    BeforeReserving,
     CreditUnitOfWork,
     Discrepancy,
 )
@@ -40,11 +41,12 @@ async def reserve_for_order(
     uow: CreditUnitOfWork, event: order_events.OrderCreated, ttl_seconds: int
 ) -> None:
     reservations = uow.reservations
-    if await reservations.order_was_cancelled(event.order_id):
+    seen = await reservations.before_reserving(event.order_id)
+    if seen is BeforeReserving.CANCELLED:
         log.info("order %s was cancelled before its hold; not reserving", event.order_id)
         return
-    if await reservations.for_order(event.order_id) is not None:
-        return  # already held (the database would refuse a second one anyway)
+    if seen is BeforeReserving.HELD:
+        return  # the database would refuse a second hold anyway
     total = Money(event.total.currency_code, event.total.minor_units)
     account = await uow.accounts.get(event.customer_id, for_update=True)
     if account is None:

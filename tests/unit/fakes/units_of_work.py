@@ -19,7 +19,12 @@ from services.common.money import Money
 from services.common.paging import Fetched, PageCursor
 from services.credit.domain.model import CreditAccount
 from services.credit.domain.reservation import Reservation, ReservationState
-from services.credit.service_layer.ports import AppliedRefund, CreditUnitOfWork, Discrepancy
+from services.credit.service_layer.ports import (
+    AppliedRefund,
+    BeforeReserving,
+    CreditUnitOfWork,
+    Discrepancy,
+)
 from services.order.domain.model import Order
 from services.order.service_layer.ports import OrderUnitOfWork
 from services.payment.domain.model import Payment, Refund, RefundStatus
@@ -137,8 +142,11 @@ class FakeReservations:
     async def mark_order_cancelled(self, order_id: str) -> None:
         self.cancelled_orders.add(order_id)
 
-    async def order_was_cancelled(self, order_id: str) -> bool:
-        return order_id in self.cancelled_orders
+    async def before_reserving(self, order_id: str) -> BeforeReserving:
+        if order_id in self.cancelled_orders:
+            return BeforeReserving.CANCELLED
+        held = await self.for_order(order_id) is not None
+        return BeforeReserving.HELD if held else BeforeReserving.NOTHING
 
 
 @dataclass
