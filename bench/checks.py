@@ -4,7 +4,9 @@ straight from the services' schemas (read only)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,15 +112,20 @@ class Books:
         return {"ok": self.ok, "problems": self.problems, "quiet": self.quiet, **self.counts}
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
+@contextlib.asynccontextmanager
+async def _connected(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the bench's own (asyncpg's URL form), closed after the block."""
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def wait_quiet(database_url: str, patience: float = 60.0) -> bool:
     """Until every outbox is published and every succeeded payment has reached its order
     and its hold (the saga's tail is asynchronous); False if that did not happen in time."""
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
+    async with _connected(database_url) as conn:
         deadline = time.monotonic() + patience
         while True:
             unpublished = await conn.fetchval(f"SELECT {_UNPUBLISHED}")
@@ -135,16 +142,13 @@ async def wait_quiet(database_url: str, patience: float = 60.0) -> bool:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.2)
-    finally:
-        await conn.close()
 
 
 async def check_books(database_url: str, topped_up: dict[str, int]) -> Books:
     """Every invariant of the saga, over every customer, order and payment in the database;
     `topped_up` is what the benchmark itself put on each customer's account."""
     quiet = await wait_quiet(database_url)
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
+    async with _connected(database_url) as conn:
         problems: list[str] = []
         if not quiet:
             problems.append("the mesh did not settle within 60 s after the run")
@@ -169,19 +173,14 @@ async def check_books(database_url: str, topped_up: dict[str, int]) -> Books:
             "orders": int(await conn.fetchval("SELECT count(*) FROM orders.orders")),
         }
         return Books(ok=not problems, problems=problems, quiet=quiet, counts=counts)
-    finally:
-        await conn.close()
 
 
 async def event_lags(database_url: str, start: float, end: float) -> list[Delivery]:
     """Seconds from each event's outbox row (producer transaction) to each consumer's inbox
     row (consumer transaction), for events produced in [start, end) (wall clock), with the
     part before publication and the part after it."""
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
+    async with _connected(database_url) as conn:
         return [Delivery(*row) for row in await conn.fetch(_LAG, start, end)]
-    finally:
-        await conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,23 +195,20 @@ class StatementCount:
 async def statements_reset(database_url: str) -> bool:
     """Start counting the services' statements afresh (pg_stat_statements); False if the
     server did not load the extension's library (shared_preload_libraries)."""
-    conn = await asyncpg.connect(_plain(database_url))
     try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        await conn.execute("SELECT pg_stat_statements_reset()")
-        return True
+        async with _connected(database_url) as conn:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await conn.execute("SELECT pg_stat_statements_reset()")
     except asyncpg.PostgresError:
         return False
-    finally:
-        await conn.close()
+    return True
 
 
 async def statements(database_url: str) -> list[StatementCount]:
     """The statements run since `statements_reset`, most called first (BEGIN and COMMIT
     count: each is a round trip). The bench's own are left out: only they name the services'
     schemas (the services' statements rely on their search_path)."""
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
+    async with _connected(database_url) as conn:
         rows = await conn.fetch(
             "SELECT query, calls, mean_exec_time FROM pg_stat_statements"
             " WHERE query !~ '\\m(orders|credits|payments)\\.(outbox|orders|payments)\\M'"
@@ -223,13 +219,8 @@ async def statements(database_url: str) -> list[StatementCount]:
             StatementCount(row["query"], int(row["calls"]), float(row["mean_exec_time"]))
             for row in rows
         ]
-    finally:
-        await conn.close()
 
 
 async def server_version(database_url: str) -> str:
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
+    async with _connected(database_url) as conn:
         return str(await conn.fetchval("SHOW server_version"))
-    finally:
-        await conn.close()

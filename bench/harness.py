@@ -107,9 +107,14 @@ class BenchConfig:
             database_url=env.get("DATABASE_URL") or None,
             nats_url=env.get("NATS_URL") or None,
             wait=env.get("BENCH_WAIT") or "watch",
-            tracing=(env.get("BENCH_TRACING") or "0") not in ("0", "", "false"),
-            sql_stats=(env.get("BENCH_SQL_STATS") or "0") not in ("0", "", "false"),
+            tracing=_switched_on(env.get("BENCH_TRACING")),
+            sql_stats=_switched_on(env.get("BENCH_SQL_STATS")),
         )
+
+
+def _switched_on(value: str | None) -> bool:
+    """A BENCH_* switch: anything but unset, empty, 0 or false turns it on."""
+    return (value or "0") not in ("0", "", "false")
 
 
 def new_id() -> str:

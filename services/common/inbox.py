@@ -57,16 +57,10 @@ DEAD_SEQUENCE = "shop-dead-sequence"
 DEAD_MSG_ID = "shop-dead-msg-id"  # its original Nats-Msg-Id (a replay publishes with it)
 _REASON_LIMIT = 512
 
+# The claims of a batch (or of one event) in one statement: the ids that were not yet in the
+# inbox come back. A duplicate within the batch is inserted once (DO NOTHING also skips a
+# row the same statement inserted), so only its first delivery counts as fresh.
 _CLAIM = (
-    "INSERT INTO inbox (consumer, event_id, subject) VALUES (:consumer, :event_id, :subject)"
-    " ON CONFLICT DO NOTHING RETURNING 1"
-)
-
-
-# A batch's claims in one statement: the ids that were not yet in the inbox come back. A
-# duplicate within the batch is inserted once (DO NOTHING also skips a row the same statement
-# inserted), so only its first delivery counts as fresh.
-_CLAIM_BATCH = (
     "INSERT INTO inbox (consumer, event_id, subject)"
     " SELECT :consumer, claimed.event_id, claimed.subject"
     " FROM unnest(CAST(:event_ids AS uuid[]), CAST(:subjects AS text[]))"
@@ -75,26 +69,8 @@ _CLAIM_BATCH = (
 )
 
 
-async def claim(conn: Sql, consumer: str, event_id: str, subject: str) -> bool:
-    """Record the event as applied by `consumer`; False if it already was.
-
-    Args:
-        conn: the unit of work's connection.
-        consumer: the durable consumer's name.
-        event_id: the event's id.
-        subject: the event's subject.
-
-    Returns:
-        True when this claim is the first, False for a duplicate.
-    """
-    row = await conn.fetchrow(
-        _CLAIM, {"consumer": consumer, "event_id": event_id, "subject": subject}
-    )
-    return row is not None
-
-
-async def claim_batch(conn: Sql, consumer: str, events: Sequence[tuple[str, str]]) -> list[bool]:
-    """Record a batch of events as applied by `consumer`, in one statement.
+async def claim(conn: Sql, consumer: str, events: Sequence[tuple[str, str]]) -> list[bool]:
+    """Record events as applied by `consumer`, in one statement.
 
     Args:
         conn: the unit of work's connection.
@@ -103,14 +79,14 @@ async def claim_batch(conn: Sql, consumer: str, events: Sequence[tuple[str, str]
 
     Returns:
         For each event, True when this claim is its first: False for one applied before, and
-        for a second copy of an event earlier in the batch.
+        for a second copy of an event earlier in the same call.
 
     Raises:
         ValueError: an event id is not a UUID.
     """
     event_ids = [str(uuid.UUID(event_id)) for event_id, _ in events]
     rows = await conn.fetch(
-        _CLAIM_BATCH,
+        _CLAIM,
         {
             "consumer": consumer,
             "event_ids": event_ids,
@@ -208,7 +184,7 @@ class Consumer:
             try:
                 applied: list[bool] = []
                 async with self.unit_of_work() as uow:
-                    claimed = await claim_batch(
+                    claimed = await claim(
                         uow.conn, self.name, [(d.event_id, d.msg.subject) for d in deliveries]
                     )
                     for delivery, fresh in zip(deliveries, claimed, strict=True):
@@ -324,14 +300,11 @@ class Consumer:
                 extra={"consumer": self.name, "subject": msg.subject, "outcome": outcome},
             )
 
-    async def _apply(self, uow: UnitOfWork, delivery: _Delivery, fresh: bool | None = None) -> bool:
-        """Apply the event unless the inbox says it was (in a consumer span when tracing is
-        on); True when it was applied now. `fresh`: the batch's claim already asked the inbox
-        (one statement for the whole batch instead of one per event)."""
+    async def _apply(self, uow: UnitOfWork, delivery: _Delivery, fresh: bool) -> bool:
+        """Apply the event if `fresh` (its inbox claim found it not applied before), in a
+        consumer span when tracing is on; True when it was applied now."""
         subject = delivery.msg.subject
         with tracing.consumer_span(self.name, subject, delivery.event_id, delivery.msg.headers):
-            if fresh is None:
-                fresh = await claim(uow.conn, self.name, delivery.event_id, subject)
             if fresh:
                 await delivery.handler(uow, delivery.event)
                 return True
@@ -347,7 +320,8 @@ class Consumer:
         msg, name = delivery.msg, delivery.event.DESCRIPTOR.name
         try:
             async with self.unit_of_work() as uow:
-                fresh = await self._apply(uow, delivery)
+                [claimed] = await claim(uow.conn, self.name, [(delivery.event_id, msg.subject)])
+                fresh = await self._apply(uow, delivery, claimed)
         except PoisonEvent as poison:  # rolled back: not even the inbox row stays
             await self._poison(msg, f"{name} {delivery.event_id}: {poison}")
             return

@@ -68,7 +68,7 @@ _CLAIM = (
     "SELECT seq FROM outbox WHERE published_at IS NULL"
     " AND created_at < now() - make_interval(secs => :after)"
     " ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED"
-    ") RETURNING seq, subject, payload, headers"
+    ") RETURNING seq, event_id, subject, event_type, payload, headers"
 )
 _UNMARK = "UPDATE outbox SET published_at = NULL WHERE seq = ANY(:seqs)"
 # Just-committed rows, once JetStream has them: by event id (the unit of work never learns
@@ -190,21 +190,17 @@ class OutboxRelay:
         that one and the rest are left to the sweep. Returns how many were published."""
         rows = self._committed[: self._batch_size]
         del self._committed[: self._batch_size]
-        acks, failure = await self._send([(row.subject, row.payload, row.headers) for row in rows])
-        published = _acknowledged(acks)
+        published, failure = await self._publish(rows)
         if published:
             if not self._sent:
                 self._mark_due = asyncio.get_running_loop().time() + MARK_EVERY_SECONDS
             at = datetime.now(UTC)
             self._sent.extend((row.event_id, at) for row in rows[:published])
-            for row in rows[:published]:
-                metrics.OUTBOX_PUBLISHED.labels(row.subject).inc()
-        if published < len(rows):
-            problem = _failure_of(acks[published]) if published < len(acks) else failure
+        if failure is not None:
             log.info(
                 "outbox relay: %d just-committed events left for the sweep (%s)",
                 len(rows) - published,
-                problem,
+                failure,
             )
         return published
 
@@ -235,19 +231,12 @@ class OutboxRelay:
             claimed = await conn.fetch(
                 _CLAIM, {"limit": self._batch_size, "after": self._sweep_after}
             )
-            rows = sorted(claimed, key=lambda row: row["seq"])  # RETURNING keeps no order
-            if not rows:
+            records = sorted(claimed, key=lambda row: row["seq"])  # RETURNING keeps no order
+            if not records:
                 return 0
-            acks, failure = await self._send(
-                [(row["subject"], bytes(row["payload"]), row["headers"]) for row in rows]
-            )
-            published = _acknowledged(acks)
-            if published < len(acks):
-                failure = failure or _failure_of(acks[published])
-            for row in rows[:published]:
-                metrics.OUTBOX_PUBLISHED.labels(row["subject"]).inc()
-            if published < len(rows):
-                unpublished = [row["seq"] for row in rows[published:]]
+            published, failure = await self._publish([_row_of(record) for record in records])
+            if published < len(records):
+                unpublished = [record["seq"] for record in records[published:]]
                 await conn.execute(_UNMARK, {"seqs": unpublished})
         if failure is not None:
             if published:
@@ -255,34 +244,42 @@ class OutboxRelay:
             raise failure
         return published
 
-    async def _send(
-        self, rows: Sequence[tuple[str, bytes, dict[str, str]]]
-    ) -> tuple[list[asyncio.Future[Any]], Exception | None]:
-        """Send every (subject, payload, headers) in order, then wait (at most the publish
-        timeout) for the acks; the futures of the rows sent, and what stopped the sending
-        early, if anything."""
+    async def _publish(self, rows: Sequence[OutboxRow]) -> tuple[int, Exception | None]:
+        """Send every row in order, then wait (at most the publish timeout) for the acks
+        together. Returns how many rows, from the first, JetStream acknowledged (each counted
+        in outbox_published_total), and why the next one was not (None when all were)."""
         js = self._messaging.js
         acks: list[asyncio.Future[Any]] = []
         failure: Exception | None = None
-        for subject, payload, headers in rows:
+        for row in rows:
             try:
-                acks.append(await js.publish_async(subject, payload, headers=headers))
+                acks.append(await js.publish_async(row.subject, row.payload, headers=row.headers))
             except Exception as error:
-                failure = error
+                failure = error  # not sent: it and the rows after it
                 break
         if acks:
             _, late = await asyncio.wait(acks, timeout=self._publish_timeout)
             for ack in late:
                 ack.cancel()
-        return acks, failure
+        published = len(acks)
+        for i, ack in enumerate(acks):
+            if (problem := _failure_of(ack)) is not None:
+                published, failure = i, problem
+                break
+        for row in rows[:published]:
+            metrics.OUTBOX_PUBLISHED.labels(row.subject).inc()
+        return published, failure
 
 
-def _acknowledged(acks: Sequence[asyncio.Future[Any]]) -> int:
-    """How many of the acks, from the first, JetStream gave."""
-    for i, ack in enumerate(acks):
-        if _failure_of(ack) is not None:
-            return i
-    return len(acks)
+def _row_of(record: Any) -> OutboxRow:
+    """A claimed outbox row (the sweep's RETURNING) as the relay publishes it."""
+    return OutboxRow(
+        str(record["event_id"]),
+        record["subject"],
+        record["event_type"],
+        bytes(record["payload"]),
+        record["headers"],
+    )
 
 
 def _failure_of(ack: asyncio.Future[Any]) -> Exception | None:

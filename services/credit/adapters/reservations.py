@@ -154,7 +154,6 @@ class RefundLedger:
         return row is not None
 
     async def record(self, refund: AppliedRefund) -> None:
-        r = refund
         await self.conn.execute(
             (
                 "INSERT INTO applied_refunds (refund_id, payment_id, order_id, customer_id,"
@@ -162,13 +161,13 @@ class RefundLedger:
                 " VALUES (:refund, :payment, :order, :customer, :currency, :requested, :given)"
             ),
             {
-                "refund": r.refund_id,
-                "payment": r.payment_id,
-                "order": r.order_id,
-                "customer": r.customer_id,
-                "currency": r.requested.currency,
-                "requested": r.requested.minor_units,
-                "given": r.given_back.minor_units,
+                "refund": refund.refund_id,
+                "payment": refund.payment_id,
+                "order": refund.order_id,
+                "customer": refund.customer_id,
+                "currency": refund.requested.currency,
+                "requested": refund.requested.minor_units,
+                "given": refund.given_back.minor_units,
             },
         )
 
