@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -30,7 +31,7 @@ from bench.echo import echo_stub
 from bench.load import Exhausted, PhaseResult, Progress, closed_loop, open_loop
 from bench.otlp import SpanCounter, otlp_receiver
 from bench.procs import Monitor
-from bench.stats import percentile, ratio
+from bench.stats import Laps, percentile, ratio, step_summary
 from services.common.events import EVENT_TYPES
 from services.localmesh.embedded import EmbeddedNats, EmbeddedPostgres, find_free_port
 from services.localmesh.mesh import LocalMesh
@@ -504,11 +505,11 @@ class Bench:
                     total=usd(PRICE),
                 )
             )
-            self.progress.say(f"phase 1/6: echo baseline, {config.concurrency} callers")
+            self.progress.say(f"phase 1/7: echo baseline, {config.concurrency} callers")
             baseline = await self._echo_phase("echo", echo_target, message)
             self._record("echo", baseline)
             self.progress.say(
-                f"phase 1/6: fan-out ceiling (1 call in, 2 out at once), {config.concurrency}"
+                f"phase 1/7: fan-out ceiling (1 call in, 2 out at once), {config.concurrency}"
                 " callers"
             )
             self._record("fanout", await self._echo_phase("fanout", fanout_target, message))
@@ -519,7 +520,7 @@ class Bench:
 
             # Phase 2: the same read through both doors, gRPC then Connect JSON (DESIGN §9).
             self.progress.say(
-                f"phase 2/6: GetCreditAccount over gRPC, then over Connect JSON,"
+                f"phase 2/7: GetCreditAccount over gRPC, then over Connect JSON,"
                 f" {config.concurrency} callers"
             )
             await self._door_phases(mesh, client, payers, monitor)
@@ -527,7 +528,7 @@ class Bench:
             # Phase 2: pre-reserved orders, then ProcessPayment on each once.
             cap = max(50, math.ceil(baseline.summary().rate * config.seconds * 0.6))
             self.progress.say(
-                f"phase 3/6: preparing up to {cap} reserved orders ({config.seconds / 2:.0f} s max)"
+                f"phase 3/7: preparing up to {cap} reserved orders ({config.seconds / 2:.0f} s max)"
             )
             prepared: list[order_pb2.Order] = []
             customer_of = itertools.cycle(payers)
@@ -544,7 +545,7 @@ class Bench:
             reserved: collections.deque[order_pb2.Order] = collections.deque()
             await self._wait_reserved(client, prepared, reserved)
             self.progress.say(
-                f"phase 3/6: ProcessPayment on {len(reserved)} reserved orders,"
+                f"phase 3/7: ProcessPayment on {len(reserved)} reserved orders,"
                 f" {config.concurrency} callers"
             )
 
@@ -568,19 +569,34 @@ class Bench:
             # been applied: a backlog would slow this phase down, not that one).
             customers = dict(enumerate(savers))
 
-            async def saga(user: int) -> None:
+            # Each completed saga's steps, timed one after the other, per phase.
+            steps: dict[str, list[dict[str, float]]] = {"saga": [], "saga-half": [], "alone": []}
+
+            async def saga(user: int, phase: str) -> None:
+                laps = Laps()
                 order = await client.create_order(customers[user % len(savers)])
+                laps.lap("create_order")
                 async with client.watching(order.order_id) as waiter:
                     order = await waiter.until(order_pb2.ORDER_STATUS_RESERVED)
+                    laps.lap("to_reserved")
                     await client.pay(order)
+                    laps.lap("process_payment")
                     await waiter.until(order_pb2.ORDER_STATUS_PAID)
+                    laps.lap("to_paid")
+                steps[phase].append(laps.seconds)
 
-            self.progress.say(f"phase 4/6: sagas at full speed, {config.users} virtual users")
+            self.progress.say(f"phase 4/7: sagas at full speed, {config.users} virtual users")
             counting = config.sql_stats and await checks.statements_reset(mesh.database_url)
             if config.sql_stats and not counting:
                 self.progress.say("BENCH_SQL_STATS: the server has no pg_stat_statements")
             before, reads = monitor.cpu(), client.order_reads
-            full = await closed_loop("saga", config.users, config.seconds, saga, self.progress)
+            full = await closed_loop(
+                "saga",
+                config.users,
+                config.seconds,
+                functools.partial(saga, phase="saga"),
+                self.progress,
+            )
             await self._settle(mesh.database_url)
             self._record("saga", full, cpu=_delta(monitor.cpu(), before))
             self._record_reads("saga", client.order_reads - reads)
@@ -589,15 +605,40 @@ class Bench:
 
             # Phase 4: sagas at half the throughput just measured: latency under a sane load.
             half_rate = max(full.summary().rate / 2, 0.5)
-            self.progress.say(f"phase 5/6: sagas at half that rate ({half_rate:.1f}/s)")
+            self.progress.say(f"phase 5/7: sagas at half that rate ({half_rate:.1f}/s)")
             before, reads = monitor.cpu(), client.order_reads
-            half = await open_loop("saga-half", half_rate, config.seconds, saga, self.progress)
+            half = await open_loop(
+                "saga-half",
+                half_rate,
+                config.seconds,
+                functools.partial(saga, phase="saga-half"),
+                self.progress,
+            )
             await self._settle(mesh.database_url)
             self._record("saga_half", half, cpu=_delta(monitor.cpu(), before))
             self._record_reads("saga_half", client.order_reads - reads)
             self.results["saga_half"]["target_rate"] = round(half_rate, 2)
 
-            self.progress.say("phase 6/6: event lag, cost, and the books")
+            # Phase 5: one saga at a time: the latency's floor, what no load adds to.
+            self.progress.say("phase 6/7: one saga at a time (the floor of the latency)")
+            before = monitor.cpu()
+            alone = await closed_loop(
+                "alone",
+                1,
+                config.seconds / 2,
+                functools.partial(saga, phase="alone"),
+                self.progress,
+            )
+            await self._settle(mesh.database_url)
+            self._record("saga_alone", alone, cpu=_delta(monitor.cpu(), before))
+            for key, phase in (
+                ("saga", "saga"),
+                ("saga_half", "saga-half"),
+                ("saga_alone", "alone"),
+            ):
+                self.results[key]["steps"] = step_summary(steps[phase])
+
+            self.progress.say("phase 7/7: event lag, cost, and the books")
             self.results["event_lag"] = {
                 name: lag_summary(
                     await checks.event_lags(mesh.database_url, run.started_at, run.ended_at)
@@ -773,6 +814,7 @@ MEASURED_PHASES = (
     "payment",
     "saga",
     "saga_half",
+    "saga_alone",
 )
 # The goals of the speed rounds (issue "the second speed round", docs/performance.md): each
 # is reported with its figure and whether this run met it; missing one does not fail the run.

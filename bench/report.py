@@ -15,6 +15,7 @@ PHASES = (
     ("payment", "ProcessPayment"),
     ("saga", "saga, full speed"),
     ("saga_half", "saga, half speed"),
+    ("saga_alone", "saga, one at a time"),
 )
 
 
@@ -50,6 +51,19 @@ def table(results: dict[str, Any]) -> str:
             f" over {lag['events']} deliveries (p99 before publication"
             f" {_num(lag.get('relay_p99_ms'))} ms, after it {_num(lag.get('apply_p99_ms'))} ms)"
         )
+    for key, label in (
+        ("saga", "full speed"),
+        ("saga_half", "half speed"),
+        ("saga_alone", "one at a time"),
+    ):
+        if steps := results.get(key, {}).get("steps"):
+            lines.append(
+                f"saga steps, {label}, p50 / p99 ms: "
+                + ", ".join(
+                    f"{step} {_num(figure['p50_ms'])} / {_num(figure['p99_ms'])}"
+                    for step, figure in steps.items()
+                )
+            )
     rss = results.get("peak_rss_mb", {})
     lines.append("peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
     saga = results.get("saga", {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -73,3 +74,28 @@ def ratio(numerator: float, denominator: float) -> float | None:
 
 def _finite(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 2)
+
+
+class Laps:
+    """The steps of one operation, timed one after the other: `lap(step)` ends a step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = now - self._last
+        self._last = now
+
+
+def step_summary(laps: Sequence[dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """p50 and p99 (ms) of each step over the operations, in the steps' order."""
+    steps = list(laps[0]) if laps else []
+    return {
+        step: {
+            "p50_ms": _finite(percentile([lap[step] * 1000.0 for lap in laps], 50)),
+            "p99_ms": _finite(percentile([lap[step] * 1000.0 for lap in laps], 99)),
+        }
+        for step in steps
+    }

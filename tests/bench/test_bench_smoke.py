@@ -25,6 +25,7 @@ PHASES = (
     "payment",
     "saga",
     "saga_half",
+    "saga_alone",
 )
 
 
@@ -49,9 +50,13 @@ def test_bench_runs_every_phase_and_reports_every_figure(infra: Infra, tmp_path:
         assert figures["errors"] == 0, (phase, figures)
         assert figures["p50_ms"] is not None
         assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
-    for phase in ("payment", "saga", "saga_half"):
+    for phase in ("payment", "saga", "saga_half", "saga_alone"):
         assert results[phase]["cpu_seconds_per_op"] > 0
         assert set(results[phase]["cpu_seconds"]) >= {"order", "credit", "payment", "nats"}
+    for phase in ("saga", "saga_half", "saga_alone"):
+        steps = results[phase]["steps"]
+        assert list(steps) == ["create_order", "to_reserved", "process_payment", "to_paid"]
+        assert all(0 < step["p50_ms"] <= step["p99_ms"] for step in steps.values()), steps
     for phase in ("saga", "saga_half"):  # a saga watches its order (WatchOrder): no reads
         assert results[phase]["get_order_reads_per_saga"] == 0, results[phase]
     assert results["payment_vs_echo"] > 0

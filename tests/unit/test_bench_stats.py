@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import pytest
 
-from bench.stats import percentile, ratio, summarize
+from bench.stats import Laps, percentile, ratio, step_summary, summarize
 
 
 def test_percentile_of_one_value_is_that_value() -> None:
@@ -74,3 +75,22 @@ def test_ratio_needs_a_baseline() -> None:
     assert ratio(50.0, 200.0) == 0.25
     assert ratio(50.0, 0.0) is None
     assert ratio(math.nan, 10.0) is None
+
+
+def test_laps_time_each_step_from_the_end_of_the_last() -> None:
+    laps = Laps()
+    time.sleep(0.02)
+    laps.lap("first")
+    laps.lap("second")
+    assert list(laps.seconds) == ["first", "second"]
+    assert laps.seconds["first"] >= 0.02
+    assert laps.seconds["second"] < 0.02
+
+
+def test_step_summary_gives_each_steps_percentiles_in_order() -> None:
+    laps = [{"create": 0.001 * n, "pay": 0.010} for n in range(1, 102)]
+    summary = step_summary(laps)
+    assert list(summary) == ["create", "pay"]
+    assert summary["create"] == {"p50_ms": 51.0, "p99_ms": 100.0}
+    assert summary["pay"] == {"p50_ms": 10.0, "p99_ms": 10.0}
+    assert step_summary([]) == {}
