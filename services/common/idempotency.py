@@ -10,7 +10,8 @@ Two ways to keep the promise, over one `idempotency_keys` table:
 - `RequestLedger`, for a use case that spans several transactions (ProcessPayment waits on
   the gateway between two). The id is *claimed* up front (a row with an empty response,
   committed at once), so a different request reusing it is refused before it can have any
-  effect, even while the first is still running. A retry of the same request finds the
+  effect, even while the first is still running. (The use case's reads, which have none,
+  run beside the claim: the claim costs no latency.) A retry of the same request finds the
   claim and simply runs again: such a use case must be idempotent by itself (one payment per
   order), so it reaches the same result. The response is stored when the call succeeds; a
   call that fails drops its claim, so a retry re-evaluates instead of replaying an error
@@ -19,6 +20,7 @@ Two ways to keep the promise, over one `idempotency_keys` table:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -32,6 +34,7 @@ from services.common.sql import Sql
 from services.common.uow import UnitOfWork
 
 R = TypeVar("R", bound=Message)
+P = TypeVar("P")
 U = TypeVar("U", bound=UnitOfWork)
 
 IN_PROGRESS = b""  # a claim's response; stored responses are never empty messages
@@ -178,27 +181,48 @@ class RequestLedger:
         request_id: str,
         request: Message,
         response_type: type[R],
-        work: Callable[[], Awaitable[R]],
+        reads: Callable[[], Awaitable[P]],
+        work: Callable[[P], Awaitable[R]],
     ) -> R:
         """Run `work` once per request id; a retry gets the first response.
+
+        The use case's `reads` run beside the claim, so a call waits for the longer of the
+        two, not their sum: they must have no effect, since the claim may yet refuse the id
+        or replay an earlier response (then their answers are dropped). `work` runs with
+        them only once the id is ours.
 
         Args:
             operation: the RPC's name (a request id is unique per operation).
             request_id: the caller's idempotency key.
             request: the request (a reused key with another request is refused).
             response_type: the response message class, to replay a stored one.
-            work: the use case, run at most once per key.
+            reads: what the use case reads before it writes, without effects.
+            work: the use case, given what `reads` returned; run at most once per key.
 
         Returns:
             The response, fresh or replayed.
         """
-        stored = await self.claim(operation, request_id, request)
+        reading = asyncio.ensure_future(reads())
+        try:
+            stored = await self.claim(operation, request_id, request)
+        except BaseException:
+            await _abandon(reading)
+            raise
         if stored is not None:
+            await _abandon(reading)
             return response_type.FromString(stored)
         try:
-            response = await work()
+            response = await work(await reading)
         except BaseException:
+            await _abandon(reading)  # already done, unless we were cancelled waiting for it
             await self.release(operation, request_id, request)
             raise
         await self.remember(operation, request_id, request, response)
         return response
+
+
+async def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel a task whose result is no longer wanted, and let it finish (no orphans)."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task

@@ -62,8 +62,11 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
         )
         deadline = Deadline.after(context.time_remaining())
 
-        async def work() -> payment_service_pb2.ProcessPaymentResponse:
-            payment = await processing.process_payment(self.deps, command, deadline)
+        async def reads() -> processing.Reads:
+            return await processing.read_ahead(self.deps, command, deadline)
+
+        async def work(read: processing.Reads) -> payment_service_pb2.ProcessPaymentResponse:
+            payment = await processing.pay(self.deps, command, deadline, read)
             return process_response(payment)
 
         return await self.ledger.run(
@@ -71,6 +74,7 @@ class PaymentApi(payment_service_pb2_grpc.PaymentServiceServicer):
             request_id,
             request,
             payment_service_pb2.ProcessPaymentResponse,
+            reads,
             work,
         )
 

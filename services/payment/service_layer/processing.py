@@ -11,6 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from services.common.errors import OrderNotFound
 from services.common.grpc_client import Deadline
@@ -21,8 +22,10 @@ from services.payment.adapters.proto_mapping import (
     payment_succeeded,
 )
 from services.payment.domain.eligibility import (
+    HoldSnapshot,
     OrderNotOwned,
     OrderNotPayable,
+    OrderSnapshot,
     ReservationNotActive,
     ReservationNotFound,
     check_hold,
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 
 PROCESSING_ERROR = "PROCESSING_ERROR"
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessPayment:
@@ -47,38 +52,56 @@ class ProcessPayment:
     method: PaymentMethod
 
 
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What ProcessPayment reads before its first write, each answer or the error it raised:
+    read all at once, judged one by one in the contract's order (`pay`)."""
+
+    existing: Payment | BaseException | None  # step 2: the order's payment, if any
+    order: OrderSnapshot | BaseException | None  # step 3: the order, as Order sees it now
+    hold: HoldSnapshot | BaseException | None  # step 4: the named hold (None if none named)
+
+
+async def read_ahead(deps: Dependencies, cmd: ProcessPayment, deadline: Deadline) -> Reads:
+    """Steps 2 to 4's reads at once: the order's payment here, the order from Order and the
+    hold from Credit. None of them has an effect, so they may also run beside the request-id
+    claim (RequestLedger.run): a payment takes the longest of them, not their sum."""
+    lookup = _payment_for_order(deps, cmd.order_id)
+    order_call = deps.orders.get_order(cmd.order_id, deadline.call_timeout())
+    if not cmd.reservation_id:
+        existing, order = await asyncio.gather(lookup, order_call, return_exceptions=True)
+        return Reads(existing, order, None)
+    hold_call = deps.holds.get_reservation(cmd.reservation_id, deadline.call_timeout())
+    existing, order, hold = await asyncio.gather(
+        lookup, order_call, hold_call, return_exceptions=True
+    )
+    return Reads(existing, order, hold)
+
+
 async def process_payment(deps: Dependencies, cmd: ProcessPayment, deadline: Deadline) -> Payment:
     """Charge the order once; return its payment (FAILED for a decline: a business outcome)."""
-    # Step 2: one payment per order; a repeat returns it without a second charge.
-    if (existing := await _existing_outcome(deps, cmd, deadline)) is not None:
-        return existing
+    return await pay(deps, cmd, deadline, await read_ahead(deps, cmd, deadline))
 
-    # Steps 3 and 4 ask Order and Credit at once (one round trip instead of two); the
-    # answers are judged in the contract's order, so the same request gets the same error.
-    reservation_id = cmd.reservation_id
-    order_call = deps.orders.get_order(cmd.order_id, deadline.call_timeout())
-    if reservation_id:
-        hold_call = deps.holds.get_reservation(reservation_id, deadline.call_timeout())
-        order_answer, hold_answer = await asyncio.gather(
-            order_call, hold_call, return_exceptions=True
-        )
-    else:
-        order_answer, hold_answer = await order_call, None
+
+async def pay(deps: Dependencies, cmd: ProcessPayment, deadline: Deadline, reads: Reads) -> Payment:
+    """`process_payment` with its reads done: judge them in the contract's order (the same
+    request gets the same error), then record and charge."""
+    # Step 2: one payment per order; a repeat returns it without a second charge.
+    existing = _answer(reads.existing)
+    if existing is not None:
+        return await _outcome_of(deps, existing, cmd.customer_id, deadline)
 
     # Step 3: the order, as Order sees it now.
-    if isinstance(order_answer, BaseException):
-        raise order_answer
-    order = order_answer
+    order = _answer(reads.order)
     if order is None:
         raise OrderNotFound(cmd.order_id)
+    reservation_id = cmd.reservation_id
     try:
         check_order(order, cmd.customer_id, cmd.amount)
 
         # Step 4: the hold, when the caller names one; otherwise the order's own.
         if reservation_id:
-            if isinstance(hold_answer, BaseException):
-                raise hold_answer
-            hold = hold_answer
+            hold = _answer(reads.hold)
             if hold is None:
                 raise ReservationNotFound(reservation_id)
             check_hold(hold, cmd.customer_id, cmd.order_id, deps.clock())
@@ -234,6 +257,13 @@ def _is_stale(deps: Dependencies, payment: Payment) -> bool:
     return payment.created_at is not None and deps.clock() - payment.created_at > timedelta(
         seconds=deps.stale_after_seconds
     )
+
+
+def _answer(answer: T | BaseException) -> T:
+    """A read's answer, or the error it raised, raised now: in the order the reads are judged."""
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
 
 
 def _uuid_or_empty(value: str) -> str:
