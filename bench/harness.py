@@ -353,7 +353,7 @@ def versions() -> dict[str, str]:
 
 
 def lag_summary(deliveries: list[checks.Delivery]) -> dict[str, Any]:
-    """p50/p99/max of the whole lag, p99 of its relay and consumer parts, and the consumer
+    """p50/p99/max of the whole lag, p50/p99 of its relay and consumer parts, and the consumer
     whose part is the slowest (where a growing lag is being queued)."""
 
     def p(values: list[float], q: float) -> float | None:
@@ -369,7 +369,9 @@ def lag_summary(deliveries: list[checks.Delivery]) -> dict[str, Any]:
         "p50_ms": p(lags, 50),
         "p99_ms": p(lags, 99),
         "max_ms": None if not lags else round(max(lags) * 1000, 2),
+        "relay_p50_ms": p([d.relay for d in deliveries], 50),
         "relay_p99_ms": p([d.relay for d in deliveries], 99),
+        "apply_p50_ms": p([d.apply for d in deliveries], 50),
         "apply_p99_ms": p([d.apply for d in deliveries], 99),
         "apply_p99_ms_by_consumer": consumers,
     }
@@ -643,7 +645,12 @@ class Bench:
                 name: lag_summary(
                     await checks.event_lags(mesh.database_url, run.started_at, run.ended_at)
                 )
-                for name, run in (("payment", paying), ("saga", full), ("saga_half", half))
+                for name, run in (
+                    ("payment", paying),
+                    ("saga", full),
+                    ("saga_half", half),
+                    ("saga_alone", alone),
+                )
             }
             books = await checks.check_books(mesh.database_url, dict(self.topped_up))
             self.results["books"] = books.as_dict()

@@ -48,8 +48,9 @@ def table(results: dict[str, Any]) -> str:
     for name, lag in results.get("event_lag", {}).items():
         lines.append(
             f"event lag ({name}): p50 {_num(lag['p50_ms'])} ms, p99 {_num(lag['p99_ms'])} ms"
-            f" over {lag['events']} deliveries (p99 before publication"
-            f" {_num(lag.get('relay_p99_ms'))} ms, after it {_num(lag.get('apply_p99_ms'))} ms)"
+            f" over {lag['events']} deliveries (p50 / p99 before publication"
+            f" {_num(lag.get('relay_p50_ms'))} / {_num(lag.get('relay_p99_ms'))} ms, after it"
+            f" {_num(lag.get('apply_p50_ms'))} / {_num(lag.get('apply_p99_ms'))} ms)"
         )
     for key, label in (
         ("saga", "full speed"),

@@ -68,6 +68,9 @@ def test_bench_runs_every_phase_and_reports_every_figure(infra: Infra, tmp_path:
     assert results["event_lag"]["saga"]["events"] > 0
     saga_lag = results["event_lag"]["saga"]
     assert saga_lag["relay_p99_ms"] is not None
+    assert saga_lag["relay_p50_ms"] is not None
+    assert saga_lag["apply_p50_ms"] is not None
+    assert results["event_lag"]["saga_alone"]["events"] > 0
     assert saga_lag["apply_p99_ms"] is not None
     assert set(saga_lag["apply_p99_ms_by_consumer"]) >= {"order-payments", "credit-orders"}
     assert results["books"]["ok"] is True
