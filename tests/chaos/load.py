@@ -14,7 +14,8 @@ import grpc
 from shop.credit.v1 import credit_service_pb2
 from shop.order.v1 import order_pb2, order_service_pb2
 from shop.payment.v1 import payment_pb2, payment_service_pb2
-from tests.e2e.shop import Shop, new_id, usd
+from tests.e2e.shop import Shop, usd
+from tests.ids import new_id
 
 T = TypeVar("T")
 

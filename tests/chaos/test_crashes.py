@@ -18,7 +18,8 @@ from shop.order.v1 import order_pb2, order_service_pb2
 from tests.chaos.cluster import Cluster
 from tests.chaos.conftest import Chaos
 from tests.chaos.load import FINAL, create_order, order_until, pay, retrying, top_up
-from tests.e2e.shop import eventually, new_id, usd
+from tests.e2e.shop import eventually, usd
+from tests.ids import new_id
 
 pytestmark = pytest.mark.chaos
 

@@ -17,7 +17,7 @@ import pytest
 from shop.order.v1 import order_pb2
 from tests.chaos.conftest import Chaos
 from tests.chaos.load import FINAL, create_order, order_until, pay, top_up
-from tests.e2e.shop import new_id
+from tests.ids import new_id
 
 pytestmark = pytest.mark.chaos
 

@@ -26,7 +26,8 @@ from shop.payment.v1 import payment_pb2
 from tests.chaos.conftest import Chaos
 from tests.chaos.events import publish
 from tests.chaos.load import FINAL, create_order, order_until, pay, retrying, saga, top_up
-from tests.e2e.shop import new_id, usd
+from tests.e2e.shop import usd
+from tests.ids import new_id
 
 pytestmark = pytest.mark.chaos
 

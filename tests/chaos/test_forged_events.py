@@ -29,7 +29,7 @@ from shop.order.v1 import order_pb2
 from shop.payment.v1 import events_pb2 as payment_events
 from shop.payment.v1 import payment_pb2
 from tests.chaos.cluster import NAMES, Cluster, _create_database
-from tests.e2e.shop import new_id
+from tests.ids import new_id
 from tests.security.nats_auth import service_passwords, start_deployed_nats
 
 pytestmark = pytest.mark.chaos

@@ -38,7 +38,8 @@ from tests.chaos.events import publish_raw
 from tests.chaos.load import create_order, order_until, retrying, saga, top_up
 from tests.e2e.conftest import rich_status
 from tests.e2e.connect_http import ConnectHttp
-from tests.e2e.shop import new_id, usd
+from tests.e2e.shop import usd
+from tests.ids import new_id
 
 pytestmark = pytest.mark.chaos
 

@@ -26,7 +26,8 @@ from tests.chaos.conftest import Chaos
 from tests.chaos.events import publish_raw
 from tests.chaos.invariants import CONSUMERS
 from tests.chaos.load import approved_price, saga, top_up
-from tests.e2e.shop import new_id, usd
+from tests.e2e.shop import usd
+from tests.ids import new_id
 
 pytestmark = pytest.mark.chaos
 

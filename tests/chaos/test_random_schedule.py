@@ -17,7 +17,8 @@ from shop.payment.v1 import payment_pb2, payment_service_pb2
 from tests.chaos.conftest import Chaos
 from tests.chaos.load import FINAL, create_order, order_until, pay, retrying, top_up
 from tests.chaos.schedule import Fault, Operation, plan
-from tests.e2e.shop import Shop, new_id, usd
+from tests.e2e.shop import Shop, usd
+from tests.ids import new_id
 
 pytestmark = pytest.mark.chaos
 

@@ -4,7 +4,6 @@ helpers to wait for the saga to reach a state and to check the credit books."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -19,12 +18,9 @@ from shop.common.v1.money_pb2 import Money
 from shop.credit.v1 import credit_pb2, credit_service_pb2, credit_service_pb2_grpc
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from shop.payment.v1 import payment_pb2, payment_service_pb2, payment_service_pb2_grpc
+from tests.ids import new_id
 
 T = TypeVar("T")
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def usd(minor_units: int) -> Money:

@@ -24,7 +24,8 @@ from shop.payment.v1 import payment_service_pb2
 from shop.payment.v1.payment_service_connect import PaymentServiceClient
 from tests.conftest import Infra
 from tests.e2e.connect_http import ConnectHttp
-from tests.e2e.shop import Shop, events_of, eventually, new_id, usd
+from tests.e2e.shop import Shop, events_of, eventually, usd
+from tests.ids import new_id
 
 pytestmark = pytest.mark.e2e
 

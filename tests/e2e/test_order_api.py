@@ -26,6 +26,7 @@ from shop.credit.v1 import events_pb2 as credit_events
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from shop.payment.v1 import events_pb2 as payment_events
 from tests.e2e.conftest import rich_status
+from tests.ids import new_id
 
 pytestmark = pytest.mark.e2e
 
@@ -33,10 +34,6 @@ pytestmark = pytest.mark.e2e
 Stub: TypeAlias = "order_service_pb2_grpc.OrderServiceAsyncStub"
 OPEN = (order_pb2.ORDER_STATUS_PENDING, order_pb2.ORDER_STATUS_RESERVED)
 GRPC_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the default the mesh runs with
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def item(

@@ -16,7 +16,8 @@ from shop.order.v1 import order_pb2, order_service_pb2
 from shop.payment.v1 import payment_pb2
 from tests.conftest import Infra
 from tests.e2e.conftest import rich_status
-from tests.e2e.shop import Shop, events_of, eventually, new_id, usd
+from tests.e2e.shop import Shop, events_of, eventually, usd
+from tests.ids import new_id
 
 pytestmark = pytest.mark.e2e
 

@@ -26,7 +26,8 @@ from shop.common.v1 import money_pb2
 from shop.credit.v1 import credit_pb2
 from shop.order.v1 import order_pb2
 from shop.payment.v1 import events_pb2 as payment_events
-from tests.e2e.shop import Shop, new_id
+from tests.e2e.shop import Shop
+from tests.ids import new_id
 
 pytestmark = pytest.mark.e2e
 

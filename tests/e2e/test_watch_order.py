@@ -17,7 +17,8 @@ from services.localmesh.embedded import find_free_port
 from services.localmesh.mesh import HTTP_PORTS, SERVICES, LocalMesh, ServiceProcess
 from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from tests.e2e.conftest import rich_status
-from tests.e2e.shop import Shop, new_id
+from tests.e2e.shop import Shop
+from tests.ids import new_id
 
 pytestmark = pytest.mark.e2e
 

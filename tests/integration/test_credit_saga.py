@@ -4,7 +4,6 @@ payment captured, once per refund; every handler locks the account before the ho
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 import pytest
@@ -22,14 +21,11 @@ from services.credit.service_layer import saga
 from shop.common.v1 import money_pb2
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
+from tests.ids import new_id
 
 pytestmark = pytest.mark.integration
 
 TTL = 900
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def usd(minor_units: int) -> money_pb2.Money:

@@ -33,6 +33,7 @@ from services.shopctl.streams import DeadLetter, dead_letters, replay
 from shop.common.v1 import money_pb2
 from shop.payment.v1 import events_pb2 as payment_events
 from tests.conftest import Infra
+from tests.ids import new_id
 from tests.integration.conftest import TEST_TABLES
 from tests.integration.deadletter_worker import COUNT, counting_handler
 
@@ -40,10 +41,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_DELIVER = 3
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def failed_event(**changes: Any) -> Any:

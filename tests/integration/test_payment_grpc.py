@@ -4,7 +4,6 @@ status mapping and AIP-155 request ids are exercised exactly as a client sees th
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,15 +29,12 @@ from shop.credit.v1 import credit_pb2, credit_service_pb2
 from shop.order.v1 import order_pb2, order_service_pb2
 from shop.payment.v1 import payment_pb2, payment_service_pb2, payment_service_pb2_grpc
 from tests.e2e.conftest import rich_status
+from tests.ids import new_id
 
 pytestmark = pytest.mark.integration
 
 Context = grpc.aio.ServicerContext[Any, Any]
 PAYMENT = payment_pb2
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def usd(minor_units: int) -> Money:

@@ -38,14 +38,11 @@ from services.payment.service_layer import (
 from services.payment.service_layer.dependencies import Dependencies, PollPolicy, RetryPolicy
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2
+from tests.ids import new_id
 
 pytestmark = pytest.mark.integration
 
 SOURCE = "/shop/payment"
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def usd(minor_units: int) -> Money:

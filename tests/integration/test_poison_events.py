@@ -20,13 +20,10 @@ from services.common.uow import UnitOfWork
 from shop.common.v1 import money_pb2
 from shop.payment.v1 import events_pb2 as payment_events
 from tests.conftest import Infra
+from tests.ids import new_id
 from tests.integration.test_inbox import consuming
 
 pytestmark = pytest.mark.integration
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def payment_event(cls: type[Any], **changes: Any) -> Any:

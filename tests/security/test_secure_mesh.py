@@ -22,7 +22,8 @@ from shop.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from shop.payment.v1 import payment_pb2
 from tests.conftest import Infra
 from tests.e2e.conftest import GRPCURL, rich_status
-from tests.e2e.shop import Shop, new_id, usd
+from tests.e2e.shop import Shop, usd
+from tests.ids import new_id
 from tests.security.certs import Issued, Pki
 from tests.security.nats_auth import service_passwords, start_deployed_nats
 

@@ -4,7 +4,6 @@ tests/integration/test_credit_saga.py and end to end in tests/e2e)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -18,13 +17,10 @@ from shop.common.v1 import money_pb2
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
+from tests.ids import new_id
 from tests.unit.fakes.units_of_work import FakeCreditUnitOfWork
 
 TTL = 900
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def usd(minor_units: int, currency: str = "USD") -> money_pb2.Money:

@@ -4,7 +4,6 @@ tests/e2e)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -17,14 +16,11 @@ from shop.common.v1 import money_pb2
 from shop.credit.v1 import events_pb2 as credit_events
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
+from tests.ids import new_id
 from tests.unit.fakes.units_of_work import FakeOrderUnitOfWork
 
 S = OrderStatus
 USD = money_pb2.Money(currency_code="USD", minor_units=3_000)
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 class Orders:

@@ -14,13 +14,10 @@ from services.common.money import Money
 from services.payment.domain.model import Payment, PaymentMethod, PaymentStatus, Refund
 from services.payment.service_layer import compensation
 from shop.order.v1 import events_pb2 as order_events
+from tests.ids import new_id
 from tests.unit.fakes.units_of_work import FakePaymentUnitOfWork
 
 S = PaymentStatus
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 class Ledger:

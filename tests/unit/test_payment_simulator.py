@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 
@@ -13,6 +12,7 @@ from services.payment.domain.gateway import GatewayUnavailable
 from services.payment.domain.model import ChargeOutcome, Payment, PaymentMethod, RefundOutcome
 from services.payment.service_layer.dependencies import RetryPolicy
 from services.payment.service_layer.processing import charge_with_retries
+from tests.ids import new_id
 
 CARD = PaymentMethod.CREDIT_CARD
 
@@ -29,10 +29,6 @@ class RecordingSleep:
 
 def usd(minor_units: int) -> Money:
     return Money("USD", minor_units)
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 @pytest.mark.parametrize(

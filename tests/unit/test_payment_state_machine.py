@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,6 +27,7 @@ from services.payment.domain.model import (
     RefundOutcome,
     RefundStatus,
 )
+from tests.ids import new_id
 
 S = PaymentStatus
 LEGAL = {
@@ -45,10 +45,6 @@ DECLINED = ChargeOutcome(
     error_message="Card declined due to insufficient funds",
     failure_reason="The payment gateway returned error code 51",
 )
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def usd(minor_units: int) -> Money:
