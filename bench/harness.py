@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -527,7 +527,7 @@ class Bench:
             )
             await self._door_phases(mesh, client, payers, monitor)
 
-            # Phase 2: pre-reserved orders, then ProcessPayment on each once.
+            # Phase 3: pre-reserved orders, then ProcessPayment on each once.
             cap = max(50, math.ceil(baseline.summary().rate * config.seconds * 0.6))
             self.progress.say(
                 f"phase 3/7: preparing up to {cap} reserved orders ({config.seconds / 2:.0f} s max)"
@@ -556,23 +556,25 @@ class Bench:
                     raise Exhausted
                 await client.pay(reserved.popleft())
 
-            before = monitor.cpu()
-            paying = await closed_loop(
-                "payment", config.concurrency, config.seconds, pay_one, self.progress
+            paying = await self._costed(
+                "payment",
+                closed_loop("payment", config.concurrency, config.seconds, pay_one, self.progress),
+                mesh.database_url,
+                monitor,
             )
-            # The cost of an operation includes its asynchronous tail (the events it caused,
-            # applied after the phase ended), so the CPU is read once the mesh is quiet.
-            await self._settle(mesh.database_url)
-            self._record("payment", paying, cpu=_delta(monitor.cpu(), before))
             self.results["payment"]["orders_prepared"] = len(prepared)
             self.results["payment"]["ran_out_of_orders"] = paying.exhausted
 
-            # Phase 3: whole sagas, as fast as the mesh goes (the last phase's events have all
+            # Phase 4: whole sagas, as fast as the mesh goes (the last phase's events have all
             # been applied: a backlog would slow this phase down, not that one).
             customers = dict(enumerate(savers))
 
-            # Each completed saga's steps, timed one after the other, per phase.
-            steps: dict[str, list[dict[str, float]]] = {"saga": [], "saga-half": [], "alone": []}
+            # Each completed saga's steps, timed one after the other, by phase (its results key).
+            steps: dict[str, list[dict[str, float]]] = {
+                "saga": [],
+                "saga_half": [],
+                "saga_alone": [],
+            }
 
             async def saga(user: int, phase: str) -> None:
                 laps = Laps()
@@ -591,54 +593,58 @@ class Bench:
             counting = config.sql_stats and await checks.statements_reset(mesh.database_url)
             if config.sql_stats and not counting:
                 self.progress.say("BENCH_SQL_STATS: the server has no pg_stat_statements")
-            before, reads = monitor.cpu(), client.order_reads
-            full = await closed_loop(
+            reads = client.order_reads
+            full = await self._costed(
                 "saga",
-                config.users,
-                config.seconds,
-                functools.partial(saga, phase="saga"),
-                self.progress,
+                closed_loop(
+                    "saga",
+                    config.users,
+                    config.seconds,
+                    functools.partial(saga, phase="saga"),
+                    self.progress,
+                ),
+                mesh.database_url,
+                monitor,
             )
-            await self._settle(mesh.database_url)
-            self._record("saga", full, cpu=_delta(monitor.cpu(), before))
             self._record_reads("saga", client.order_reads - reads)
             if counting:
                 self._record_statements("saga", await checks.statements(mesh.database_url))
 
-            # Phase 4: sagas at half the throughput just measured: latency under a sane load.
+            # Phase 5: sagas at half the throughput just measured: latency under a sane load.
             half_rate = max(full.summary().rate / 2, 0.5)
             self.progress.say(f"phase 5/7: sagas at half that rate ({half_rate:.1f}/s)")
-            before, reads = monitor.cpu(), client.order_reads
-            half = await open_loop(
-                "saga-half",
-                half_rate,
-                config.seconds,
-                functools.partial(saga, phase="saga-half"),
-                self.progress,
+            reads = client.order_reads
+            half = await self._costed(
+                "saga_half",
+                open_loop(
+                    "saga-half",
+                    half_rate,
+                    config.seconds,
+                    functools.partial(saga, phase="saga_half"),
+                    self.progress,
+                ),
+                mesh.database_url,
+                monitor,
             )
-            await self._settle(mesh.database_url)
-            self._record("saga_half", half, cpu=_delta(monitor.cpu(), before))
             self._record_reads("saga_half", client.order_reads - reads)
             self.results["saga_half"]["target_rate"] = round(half_rate, 2)
 
-            # Phase 5: one saga at a time: the latency's floor, what no load adds to.
+            # Phase 6: one saga at a time: the latency's floor, what load adds to.
             self.progress.say("phase 6/7: one saga at a time (the floor of the latency)")
-            before = monitor.cpu()
-            alone = await closed_loop(
-                "alone",
-                1,
-                config.seconds / 2,
-                functools.partial(saga, phase="alone"),
-                self.progress,
+            alone = await self._costed(
+                "saga_alone",
+                closed_loop(
+                    "alone",
+                    1,
+                    config.seconds / 2,
+                    functools.partial(saga, phase="saga_alone"),
+                    self.progress,
+                ),
+                mesh.database_url,
+                monitor,
             )
-            await self._settle(mesh.database_url)
-            self._record("saga_alone", alone, cpu=_delta(monitor.cpu(), before))
-            for key, phase in (
-                ("saga", "saga"),
-                ("saga_half", "saga-half"),
-                ("saga_alone", "alone"),
-            ):
-                self.results[key]["steps"] = step_summary(steps[phase])
+            for phase, laps in steps.items():
+                self.results[phase]["steps"] = step_summary(laps)
 
             self.progress.say("phase 7/7: event lag, cost, and the books")
             self.results["event_lag"] = {
@@ -715,6 +721,18 @@ class Bench:
             return await closed_loop(
                 name, self.config.concurrency, self.config.seconds, echo_once, self.progress
             )
+
+    async def _costed(
+        self, name: str, phase: Awaitable[PhaseResult], database_url: str, monitor: Monitor
+    ) -> PhaseResult:
+        """Run a phase and record it with the CPU it cost the mesh. The cost of an operation
+        includes its asynchronous tail (the events it caused, applied after the phase
+        ended), so the CPU is read once the mesh is quiet."""
+        before = monitor.cpu()
+        run = await phase
+        await self._settle(database_url)
+        self._record(name, run, cpu=_delta(monitor.cpu(), before))
+        return run
 
     async def _settle(self, database_url: str) -> None:
         began = time.monotonic()

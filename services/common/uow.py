@@ -122,7 +122,7 @@ class UnitOfWork:
             await sql.execute(_INSERT_OUTBOX, rows[0].params())
         elif rows:
             await sql.executemany(_INSERT_OUTBOX, [row.params() for row in rows])
-        self._written = rows
+        self._outbox_written(rows)
 
 
 def _outbox_row(event: Message, source: str, traceparent: str | None) -> OutboxRow:

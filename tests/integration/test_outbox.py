@@ -265,9 +265,10 @@ class _FailingPublishes:
         return await self._js.publish_async(*args, **kwargs)
 
 
-def failing_relay(engine: AsyncEngine, publishes: _FailingPublishes) -> OutboxRelay:
-    """A relay publishing through `publishes`, whose sweep takes every unsent row."""
-    return OutboxRelay(engine, publishes, sweep_after_seconds=0)  # type: ignore[arg-type]
+def sweeper(engine: AsyncEngine, messaging: Messaging | _FailingPublishes) -> OutboxRelay:
+    """A relay whose sweep takes every unsent row, however fresh (publishing through
+    `messaging`, or through one whose publishes fail)."""
+    return OutboxRelay(engine, messaging, sweep_after_seconds=0)  # type: ignore[arg-type]
 
 
 async def test_a_batch_cut_short_by_a_failed_publish_marks_only_what_went_out(
@@ -276,7 +277,7 @@ async def test_a_batch_cut_short_by_a_failed_publish_marks_only_what_went_out(
     async with connected(nats_server.url, "relay-partial-test") as messaging:
         ids = await write_events(engine, 5)
 
-        failing = failing_relay(engine, _FailingPublishes(messaging, fail_from=3))
+        failing = sweeper(engine, _FailingPublishes(messaging, fail_from=3))
         with pytest.raises(OSError, match="went away"):
             await failing.publish_pending()
         assert await count(engine, UNPUBLISHED) == 3
@@ -297,7 +298,7 @@ async def test_a_batch_with_an_unacknowledged_message_marks_only_what_came_befor
     async with connected(nats_server.url, "relay-ack-test") as messaging:
         ids = await write_events(engine, 5)
 
-        failing = failing_relay(engine, _FailingPublishes(messaging, 3, ack_fails=True))
+        failing = sweeper(engine, _FailingPublishes(messaging, 3, ack_fails=True))
         with pytest.raises(OSError, match="refused"):
             await failing.publish_pending()
         assert await count(engine, UNPUBLISHED) == 3
@@ -307,11 +308,6 @@ async def test_a_batch_with_an_unacknowledged_message_marks_only_what_came_befor
         sent = message_ids(await stream_messages(nats_server.url, "CREDITS"))
         assert sorted(sent) == sorted(ids)  # each once; the retried one after the others
         assert sent[:2] == ids[:2]
-
-
-def sweeper(engine: AsyncEngine, messaging: Messaging) -> OutboxRelay:
-    """A relay whose sweep takes every unsent row, however fresh."""
-    return OutboxRelay(engine, messaging, sweep_after_seconds=0)
 
 
 async def test_just_committed_events_are_published_at_once_without_a_sweep(
@@ -338,7 +334,7 @@ async def test_just_committed_events_that_fail_to_publish_are_left_for_the_sweep
         ids = await write_events(engine, 5, handed.extend)
         assert [row.event_id for row in handed] == ids
 
-        failing = failing_relay(engine, _FailingPublishes(messaging, fail_from=3))
+        failing = sweeper(engine, _FailingPublishes(messaging, fail_from=3))
         failing.committed(handed)
         assert await failing.publish_committed() == 2  # no error: the sweep takes the rest
         assert await count(engine, UNPUBLISHED) == 5  # the marks are written together, later

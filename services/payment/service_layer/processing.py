@@ -66,16 +66,23 @@ async def read_ahead(deps: Dependencies, cmd: ProcessPayment, deadline: Deadline
     """Steps 2 to 4's reads at once: the order's payment here, the order from Order and the
     hold from Credit. None of them has an effect, so they may also run beside the request-id
     claim (RequestLedger.run): a payment takes the longest of them, not their sum."""
-    lookup = _payment_for_order(deps, cmd.order_id)
-    order_call = deps.orders.get_order(cmd.order_id, deadline.call_timeout())
-    if not cmd.reservation_id:
-        existing, order = await asyncio.gather(lookup, order_call, return_exceptions=True)
-        return Reads(existing, order, None)
-    hold_call = deps.holds.get_reservation(cmd.reservation_id, deadline.call_timeout())
+    hold_call = (
+        deps.holds.get_reservation(cmd.reservation_id, deadline.call_timeout())
+        if cmd.reservation_id
+        else _no_hold()
+    )
     existing, order, hold = await asyncio.gather(
-        lookup, order_call, hold_call, return_exceptions=True
+        _payment_for_order(deps, cmd.order_id),
+        deps.orders.get_order(cmd.order_id, deadline.call_timeout()),
+        hold_call,
+        return_exceptions=True,
     )
     return Reads(existing, order, hold)
+
+
+async def _no_hold() -> HoldSnapshot | None:
+    """The hold of a payment that names none: the order's own is taken later (step 4)."""
+    return None
 
 
 async def process_payment(deps: Dependencies, cmd: ProcessPayment, deadline: Deadline) -> Payment:
